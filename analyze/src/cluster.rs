@@ -1,0 +1,519 @@
+//! Kubernetes state as of the event being folded: objects applied in event-time order,
+//! indexed by IP so a connection resolves against the cluster as it was at that moment.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use smap_replay::{ObjectAction, ObjectEvent, ObjectKind};
+
+/// `namespace/name` of a namespaced object.
+pub type Key = Arc<str>;
+
+fn key(namespace: &str, name: &str) -> Key {
+    Arc::from(format!("{namespace}/{name}"))
+}
+
+/// What owns a pod, as the topology names a pod without a Service.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Workload {
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// Deployment, StatefulSet, DaemonSet, Job, CronJob, or Pod for a bare pod.
+    pub kind: &'static str,
+    /// The owner's name.
+    pub name: Arc<str>,
+}
+
+/// What resolution needs of a Pod.
+#[derive(Clone, Debug)]
+pub struct PodInfo {
+    /// `namespace/name`.
+    pub key: Key,
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// Pod IPs (none for hostNetwork pods: those are the node's).
+    pub ips: Vec<IpAddr>,
+    /// IP of the node it runs on.
+    pub host_ip: Option<IpAddr>,
+    /// Whether it shares the node's network namespace.
+    pub host_network: bool,
+    /// Node name.
+    pub node: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// The owning workload.
+    pub workload: Workload,
+    /// Container images.
+    pub images: Vec<String>,
+    /// Declared container ports.
+    pub container_ports: Vec<u16>,
+    /// Ready condition.
+    pub ready: bool,
+    /// The `smap.io/type` annotation, if any.
+    pub type_annotation: Option<String>,
+}
+
+/// A Service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Port name.
+    pub name: String,
+    /// The port clients dial.
+    pub port: u16,
+    /// The pod port, when numeric.
+    pub target_port: Option<u16>,
+    /// The pod port's name, when named.
+    pub target_port_name: Option<String>,
+    /// TCP, UDP or SCTP.
+    pub protocol: String,
+}
+
+/// What resolution needs of a Service.
+#[derive(Clone, Debug)]
+pub struct ServiceInfo {
+    /// `namespace/name`.
+    pub key: Key,
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// Name.
+    pub name: Arc<str>,
+    /// ClusterIPs (none for headless and ExternalName Services).
+    pub cluster_ips: Vec<IpAddr>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// Pod selector (None: endpoints are managed by hand).
+    pub selector: Option<BTreeMap<String, String>>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.type`.
+    pub service_type: String,
+    /// `spec.externalName`.
+    pub external_name: Option<String>,
+    /// The `smap.io/type` annotation, if any.
+    pub type_annotation: Option<String>,
+}
+
+/// One endpoint of an EndpointSlice.
+#[derive(Clone, Debug)]
+pub struct SliceEndpoint {
+    /// Addresses.
+    pub ips: Vec<IpAddr>,
+    /// Ready condition (absent means ready, as the API defines).
+    pub ready: bool,
+    /// The pod's name, from targetRef.
+    pub pod: Option<String>,
+}
+
+/// What resolution needs of an EndpointSlice.
+#[derive(Clone, Debug)]
+pub struct SliceInfo {
+    /// The owning Service's key (label `kubernetes.io/service-name`).
+    pub service: Option<Key>,
+    /// Endpoints.
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+/// The cluster as of the current event time.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    pods: HashMap<Key, PodInfo>,
+    pod_by_ip: HashMap<IpAddr, Key>,
+    services: HashMap<Key, ServiceInfo>,
+    service_by_ip: HashMap<IpAddr, Key>,
+    slices: HashMap<Key, SliceInfo>,
+    slices_by_service: HashMap<Key, BTreeSet<Key>>,
+    services_by_ip: HashMap<IpAddr, BTreeSet<Key>>,
+    node_by_ip: HashMap<IpAddr, Arc<str>>,
+    /// Services as they were when deleted, so traffic to them keeps its labels.
+    retired: HashMap<Key, ServiceInfo>,
+    unparsed: u64,
+}
+
+impl ClusterState {
+    /// Applies one object event.
+    pub fn apply(&mut self, event: &ObjectEvent) {
+        let deleted = event.action == ObjectAction::Deleted;
+        let key = key(&event.namespace, &event.name);
+        let parsed = match event.kind {
+            ObjectKind::Pod => serde_json::from_str::<Pod>(&event.object).map(|pod| {
+                self.remove_pod(&key);
+                if !deleted {
+                    self.insert_pod(pod_info(key.clone(), &pod));
+                }
+            }),
+            ObjectKind::Service => serde_json::from_str::<Service>(&event.object).map(|svc| {
+                self.remove_service(&key, deleted);
+                if !deleted {
+                    self.insert_service(service_info(key.clone(), &svc));
+                }
+            }),
+            ObjectKind::EndpointSlice => serde_json::from_str::<EndpointSlice>(&event.object).map(|slice| {
+                self.remove_slice(&key);
+                if !deleted {
+                    self.insert_slice(key.clone(), slice_info(&slice));
+                }
+            }),
+            ObjectKind::Node => serde_json::from_str::<Node>(&event.object).map(|node| {
+                if !deleted {
+                    self.insert_node(&event.name, &node);
+                }
+            }),
+            ObjectKind::Namespace => Ok(()),
+        };
+        if parsed.is_err() {
+            self.unparsed += 1;
+        }
+    }
+
+    /// Objects that could not be parsed so far.
+    pub fn unparsed(&self) -> u64 {
+        self.unparsed
+    }
+
+    /// The pod holding `ip` now (not hostNetwork pods).
+    pub fn pod_by_ip(&self, ip: &IpAddr) -> Option<&PodInfo> {
+        self.pod_by_ip.get(ip).and_then(|k| self.pods.get(k))
+    }
+
+    /// The Service whose ClusterIP is `ip`.
+    pub fn service_by_cluster_ip(&self, ip: &IpAddr) -> Option<&ServiceInfo> {
+        self.service_by_ip.get(ip).and_then(|k| self.services.get(k))
+    }
+
+    /// The node whose address is `ip`.
+    pub fn node_by_ip(&self, ip: &IpAddr) -> Option<&Arc<str>> {
+        self.node_by_ip.get(ip)
+    }
+
+    /// A Service by key, also one deleted earlier.
+    pub fn service(&self, key: &str) -> Option<&ServiceInfo> {
+        self.services.get(key).or_else(|| self.retired.get(key))
+    }
+
+    /// Whether the Service exists now.
+    pub fn service_exists(&self, key: &str) -> bool {
+        self.services.contains_key(key)
+    }
+
+    /// All current Services.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceInfo> {
+        self.services.values()
+    }
+
+    /// All current pods.
+    pub fn pods(&self) -> impl Iterator<Item = &PodInfo> {
+        self.pods.values()
+    }
+
+    /// The Services in front of a pod: those whose EndpointSlices list its IP, else
+    /// those whose selector matches its labels. Sorted by key.
+    pub fn services_of_pod(&self, pod: &PodInfo) -> Vec<&ServiceInfo> {
+        let mut out: Vec<&ServiceInfo> = pod
+            .ips
+            .iter()
+            .filter_map(|ip| self.services_by_ip.get(ip))
+            .flatten()
+            .filter_map(|k| self.services.get(k))
+            .filter(|s| s.namespace == pod.namespace)
+            .collect();
+        if out.is_empty() {
+            out = self
+                .services
+                .values()
+                .filter(|s| {
+                    s.namespace == pod.namespace
+                        && selects(s, &pod.labels)
+                        && !self.slices_by_service.contains_key(&s.key)
+                })
+                .collect();
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.dedup_by(|a, b| a.key == b.key);
+        out
+    }
+
+    /// Ready and total endpoints of a Service, and the pods behind it; None when the
+    /// Service has neither EndpointSlices nor a selector (nothing to judge by).
+    pub fn endpoints_of_service(&self, service: &ServiceInfo) -> Option<(u32, u32, Vec<&PodInfo>)> {
+        if let Some(slice_keys) = self.slices_by_service.get(&service.key) {
+            let mut seen: BTreeMap<IpAddr, bool> = BTreeMap::new();
+            let mut pods = Vec::new();
+            for slice in slice_keys.iter().filter_map(|k| self.slices.get(k)) {
+                for endpoint in &slice.endpoints {
+                    for ip in &endpoint.ips {
+                        let ready = seen.entry(*ip).or_insert(false);
+                        *ready |= endpoint.ready;
+                    }
+                    let pod = endpoint
+                        .pod
+                        .as_ref()
+                        .and_then(|name| self.pods.get(&key(&service.namespace, name)))
+                        .or_else(|| endpoint.ips.first().and_then(|ip| self.pod_by_ip(ip)));
+                    pods.extend(pod);
+                }
+            }
+            let ready = seen.values().filter(|r| **r).count();
+            return Some((count(ready), count(seen.len()), pods));
+        }
+        if service.selector.is_some() {
+            let pods: Vec<&PodInfo> = self
+                .pods
+                .values()
+                .filter(|p| p.namespace == service.namespace && selects(service, &p.labels))
+                .collect();
+            let ready = pods.iter().filter(|p| p.ready).count();
+            return Some((count(ready), count(pods.len()), pods));
+        }
+        None
+    }
+
+    fn insert_pod(&mut self, pod: PodInfo) {
+        for ip in &pod.ips {
+            self.pod_by_ip.insert(*ip, pod.key.clone());
+        }
+        if let (Some(ip), Some(node)) = (pod.host_ip, &pod.node) {
+            self.node_by_ip.entry(ip).or_insert_with(|| Arc::from(node.as_str()));
+        }
+        self.pods.insert(pod.key.clone(), pod);
+    }
+
+    fn remove_pod(&mut self, key: &Key) {
+        if let Some(old) = self.pods.remove(key) {
+            for ip in &old.ips {
+                // A newer pod may hold this IP already (a late delete): keep its mapping.
+                if self.pod_by_ip.get(ip) == Some(key) {
+                    self.pod_by_ip.remove(ip);
+                }
+            }
+        }
+    }
+
+    fn insert_service(&mut self, service: ServiceInfo) {
+        self.retired.remove(&service.key);
+        for ip in &service.cluster_ips {
+            self.service_by_ip.insert(*ip, service.key.clone());
+        }
+        self.services.insert(service.key.clone(), service);
+    }
+
+    fn remove_service(&mut self, key: &Key, retire: bool) {
+        if let Some(old) = self.services.remove(key) {
+            for ip in &old.cluster_ips {
+                if self.service_by_ip.get(ip) == Some(key) {
+                    self.service_by_ip.remove(ip);
+                }
+            }
+            if retire {
+                self.retired.insert(key.clone(), old);
+            }
+        }
+    }
+
+    fn insert_slice(&mut self, key: Key, slice: SliceInfo) {
+        if let Some(service) = &slice.service {
+            self.slices_by_service.entry(service.clone()).or_default().insert(key.clone());
+            for ip in slice.endpoints.iter().flat_map(|e| &e.ips) {
+                self.services_by_ip.entry(*ip).or_default().insert(service.clone());
+            }
+        }
+        self.slices.insert(key, slice);
+    }
+
+    fn remove_slice(&mut self, key: &Key) {
+        let Some(old) = self.slices.remove(key) else { return };
+        let Some(service) = old.service else { return };
+        if let Some(keys) = self.slices_by_service.get_mut(&service) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.slices_by_service.remove(&service);
+            }
+        }
+        for ip in old.endpoints.iter().flat_map(|e| &e.ips) {
+            // Another slice of the same Service may list the IP too.
+            let still_listed = self.slices_by_service.get(&service).is_some_and(|keys| {
+                keys.iter().filter_map(|k| self.slices.get(k)).any(|s| s.endpoints.iter().any(|e| e.ips.contains(ip)))
+            });
+            if !still_listed {
+                if let Some(set) = self.services_by_ip.get_mut(ip) {
+                    set.remove(&service);
+                    if set.is_empty() {
+                        self.services_by_ip.remove(ip);
+                    }
+                }
+            }
+        }
+    }
+
+    fn insert_node(&mut self, name: &str, node: &Node) {
+        let name: Arc<str> = Arc::from(name);
+        let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+        for address in addresses.into_iter().flatten() {
+            if let Ok(ip) = address.address.parse() {
+                self.node_by_ip.insert(ip, name.clone());
+            }
+        }
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Whether a Service's selector matches these labels (an empty selector matches nothing,
+/// as Kubernetes treats it).
+pub fn selects(service: &ServiceInfo, labels: &BTreeMap<String, String>) -> bool {
+    match &service.selector {
+        Some(selector) if !selector.is_empty() => selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        _ => false,
+    }
+}
+
+fn parse_ips<'a>(texts: impl IntoIterator<Item = &'a String>) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = texts.into_iter().filter_map(|t| t.parse().ok()).collect();
+    ips.dedup();
+    ips
+}
+
+fn port(n: i32) -> Option<u16> {
+    u16::try_from(n).ok()
+}
+
+fn pod_info(key: Key, pod: &Pod) -> PodInfo {
+    let meta = &pod.metadata;
+    let namespace: Arc<str> = Arc::from(meta.namespace.as_deref().unwrap_or("default"));
+    let name = meta.name.as_deref().unwrap_or("");
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("");
+    // A finished pod gives its IP back; a hostNetwork pod's IP is the node's.
+    let holds_ip = !host_network && phase != "Succeeded" && phase != "Failed";
+    let ips = if holds_ip {
+        let mut texts: Vec<&String> =
+            status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().map(|p| &p.ip).collect();
+        texts.extend(status.and_then(|s| s.pod_ip.as_ref()));
+        parse_ips(texts)
+    } else {
+        Vec::new()
+    };
+    let labels = meta.labels.clone().unwrap_or_default();
+    let containers = spec.map(|s| s.containers.as_slice()).unwrap_or(&[]);
+    PodInfo {
+        key,
+        workload: workload_of(&namespace, name, pod),
+        namespace,
+        ips,
+        host_ip: status.and_then(|s| s.host_ip.as_ref()).and_then(|ip| ip.parse().ok()),
+        host_network,
+        node: spec.and_then(|s| s.node_name.clone()),
+        labels,
+        images: containers.iter().filter_map(|c| c.image.clone()).collect(),
+        container_ports: containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| port(p.container_port))
+            .collect(),
+        ready: status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        type_annotation: meta.annotations.as_ref().and_then(|a| a.get(crate::classify::TYPE_ANNOTATION).cloned()),
+    }
+}
+
+/// Names a pod by its controller: a ReplicaSet's Deployment (the ReplicaSet name less
+/// the pod-template-hash), StatefulSet, DaemonSet, a Job's CronJob (Job names a CronJob
+/// creates end in the scheduled time in minutes), else the pod itself.
+fn workload_of(namespace: &Arc<str>, pod_name: &str, pod: &Pod) -> Workload {
+    let owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .or_else(|| pod.metadata.owner_references.iter().flatten().next());
+    let labels = pod.metadata.labels.as_ref();
+    let (kind, name): (&'static str, String) = match owner {
+        Some(o) if o.kind == "ReplicaSet" => {
+            let hash = labels.and_then(|l| l.get("pod-template-hash"));
+            match hash.and_then(|h| o.name.strip_suffix(h.as_str())).and_then(|n| n.strip_suffix('-')) {
+                Some(deployment) => ("Deployment", deployment.to_owned()),
+                None => ("ReplicaSet", o.name.clone()),
+            }
+        }
+        Some(o) if o.kind == "StatefulSet" => ("StatefulSet", o.name.clone()),
+        Some(o) if o.kind == "DaemonSet" => ("DaemonSet", o.name.clone()),
+        Some(o) if o.kind == "Job" => match o.name.rsplit_once('-') {
+            Some((cron, stamp)) if stamp.len() >= 8 && stamp.bytes().all(|b| b.is_ascii_digit()) => {
+                ("CronJob", cron.to_owned())
+            }
+            _ => ("Job", o.name.clone()),
+        },
+        Some(o) if o.kind == "ReplicationController" => ("ReplicationController", o.name.clone()),
+        _ => ("Pod", pod_name.to_owned()),
+    };
+    Workload { namespace: namespace.clone(), kind, name: Arc::from(name) }
+}
+
+fn service_info(key: Key, service: &Service) -> ServiceInfo {
+    let meta = &service.metadata;
+    let spec = service.spec.as_ref();
+    let mut ip_texts: Vec<&String> = spec.and_then(|s| s.cluster_ips.as_ref()).into_iter().flatten().collect();
+    ip_texts.extend(spec.and_then(|s| s.cluster_ip.as_ref()));
+    ServiceInfo {
+        key,
+        namespace: Arc::from(meta.namespace.as_deref().unwrap_or("default")),
+        name: Arc::from(meta.name.as_deref().unwrap_or("")),
+        cluster_ips: parse_ips(ip_texts.into_iter().filter(|t| t.as_str() != "None")),
+        ports: spec
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let (target_port, target_port_name) = match &p.target_port {
+                    Some(IntOrString::Int(n)) => (port(*n), None),
+                    Some(IntOrString::String(name)) => (None, Some(name.clone())),
+                    None => (port(p.port), None),
+                };
+                Some(ServicePort {
+                    name: p.name.clone().unwrap_or_default(),
+                    port: port(p.port)?,
+                    target_port,
+                    target_port_name,
+                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".to_owned()),
+                })
+            })
+            .collect(),
+        selector: spec.and_then(|s| s.selector.clone()),
+        labels: meta.labels.clone().unwrap_or_default(),
+        service_type: spec.and_then(|s| s.type_.clone()).unwrap_or_else(|| "ClusterIP".to_owned()),
+        external_name: spec.and_then(|s| s.external_name.clone()),
+        type_annotation: meta.annotations.as_ref().and_then(|a| a.get(crate::classify::TYPE_ANNOTATION).cloned()),
+    }
+}
+
+fn slice_info(slice: &EndpointSlice) -> SliceInfo {
+    let meta = &slice.metadata;
+    let namespace = meta.namespace.as_deref().unwrap_or("default");
+    SliceInfo {
+        service: meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+            .map(|name| key(namespace, name)),
+        endpoints: slice
+            .endpoints
+            .iter()
+            .map(|e| SliceEndpoint {
+                ips: parse_ips(&e.addresses),
+                ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
+                pod: e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.clone()),
+            })
+            .collect(),
+    }
+}

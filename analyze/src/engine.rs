@@ -1,0 +1,427 @@
+//! The engine: a pure fold from time-ordered events to a topology.
+//!
+//! No clock, no network, no kernel: the same events always give the same topology,
+//! live (`smap watch`) or replayed (`smap build`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+use smap_replay::{ConnEvent, ConnKind, Event, ObjectEvent, Protocol, Side, TimeNs};
+
+use crate::cluster::ClusterState;
+use crate::config::Config;
+use crate::resolve::{is_local, resolve_destination, resolve_source, EntityRef};
+use crate::topology::BuildStats;
+
+/// Index of a node in [`Engine::entities`].
+pub type EntityId = u32;
+/// Index of an edge in [`Engine::edges`].
+pub type EdgeId = u32;
+
+/// What identifies an edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EdgeKey {
+    /// Caller.
+    pub source: EntityId,
+    /// Callee.
+    pub destination: EntityId,
+    /// Transport.
+    pub protocol: Protocol,
+    /// Port as dialed (the Service port for Services).
+    pub port: u16,
+}
+
+/// Traffic totals of one edge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeStats {
+    /// The edge.
+    pub key: EdgeKey,
+    /// Established connections (TCP) or flows (UDP).
+    pub connections: u64,
+    /// Failed connection attempts.
+    pub failed: u64,
+    /// Payload bytes caller to callee.
+    pub bytes_sent: u64,
+    /// Payload bytes callee to caller.
+    pub bytes_received: u64,
+    /// First event time.
+    pub first_seen: TimeNs,
+    /// Last event time.
+    pub last_seen: TimeNs,
+}
+
+/// A connection as the table knows it: both ends of one connection share the
+/// client's address and port, whichever socket reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ConnKey {
+    protocol: Protocol,
+    client_ip: IpAddr,
+    client_port: u16,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ConnState {
+    edge: EdgeId,
+    /// The end whose byte counts are used (the first to report), so bytes are
+    /// counted once though both ends report them.
+    owner: Side,
+    opened: u8,
+    closed: u8,
+    bytes_done: bool,
+    last: TimeNs,
+}
+
+fn bit(side: Side) -> u8 {
+    match side {
+        Side::Client => 1,
+        Side::Server => 2,
+    }
+}
+
+/// What applying one event changed, for live consumers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// An edge seen for the first time.
+    pub new_edge: Option<EdgeId>,
+    /// The edge whose counters changed.
+    pub touched_edge: Option<EdgeId>,
+    /// Kubernetes state changed.
+    pub cluster_changed: bool,
+}
+
+/// The folding state.
+pub struct Engine {
+    config: Config,
+    cluster: ClusterState,
+    entities: Vec<EntityRef>,
+    entity_ids: HashMap<EntityRef, EntityId>,
+    edges: Vec<EdgeStats>,
+    edge_ids: HashMap<EdgeKey, EdgeId>,
+    conns: LruCache<ConnKey, ConnState>,
+    source_cache: HashMap<IpAddr, EntityId>,
+    destination_cache: HashMap<(IpAddr, u16), (EntityId, u16)>,
+    window: Option<(TimeNs, TimeNs)>,
+    stats: BuildStats,
+}
+
+/// Resolution caches are dropped past this size so odd traffic cannot grow them.
+const CACHE_LIMIT: usize = 65_536;
+
+impl Engine {
+    /// A new engine with this configuration.
+    pub fn new(config: Config) -> Self {
+        let capacity = NonZeroUsize::new(config.max_connections).unwrap_or(NonZeroUsize::MIN);
+        Engine {
+            config,
+            cluster: ClusterState::default(),
+            entities: Vec::new(),
+            entity_ids: HashMap::new(),
+            edges: Vec::new(),
+            edge_ids: HashMap::new(),
+            conns: LruCache::new(capacity),
+            source_cache: HashMap::new(),
+            destination_cache: HashMap::new(),
+            window: None,
+            stats: BuildStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Kubernetes state as of the last event.
+    pub fn cluster(&self) -> &ClusterState {
+        &self.cluster
+    }
+
+    /// Nodes seen in traffic, by id.
+    pub fn entities(&self) -> &[EntityRef] {
+        &self.entities
+    }
+
+    /// Edges seen, by id.
+    pub fn edges(&self) -> &[EdgeStats] {
+        &self.edges
+    }
+
+    /// Counters so far (unparsed objects included).
+    pub fn stats(&self) -> BuildStats {
+        BuildStats { unparsed: self.stats.unparsed + self.cluster.unparsed(), ..self.stats.clone() }
+    }
+
+    /// Adds losses reported by a recording's producer.
+    pub fn add_source_losses(&mut self, dropped: u64, evicted: u64, unparsed: u64) {
+        self.stats.dropped += dropped;
+        self.stats.evicted += evicted;
+        self.stats.unparsed += unparsed;
+    }
+
+    /// First and last event time.
+    pub fn window(&self) -> Option<(TimeNs, TimeNs)> {
+        self.window
+    }
+
+    /// Connections tracked now.
+    pub fn live_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Folds one event. Events must come in non-decreasing time order.
+    pub fn apply(&mut self, event: &Event) -> Applied {
+        let t = event.time_ns();
+        self.window = Some(match self.window {
+            None => (t, t),
+            Some((start, end)) => (start.min(t), end.max(t)),
+        });
+        match event {
+            Event::Object(object) => self.apply_object(object),
+            Event::Conn(conn) => self.apply_conn(conn),
+        }
+    }
+
+    fn apply_object(&mut self, object: &ObjectEvent) -> Applied {
+        self.stats.object_events += 1;
+        self.cluster.apply(object);
+        // Resolution depends on the cluster: cached answers may be stale now.
+        self.source_cache.clear();
+        self.destination_cache.clear();
+        Applied { cluster_changed: true, ..Applied::default() }
+    }
+
+    fn apply_conn(&mut self, e: &ConnEvent) -> Applied {
+        self.stats.conn_events += 1;
+        self.expire(e.time_ns);
+        if is_local(&e.src_ip) || is_local(&e.dst_ip) {
+            self.stats.loopback_events += 1;
+            return Applied::default();
+        }
+        match e.kind {
+            ConnKind::TcpConnectFailed => {
+                let (edge, new) = self.edge_for(e);
+                let stats = &mut self.edges[edge as usize];
+                stats.failed += 1;
+                stats.last_seen = stats.last_seen.max(e.time_ns);
+                Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
+            }
+            ConnKind::TcpConnect | ConnKind::TcpAccept => self.on_open(e),
+            ConnKind::TcpClose => self.on_close(e),
+            ConnKind::UdpFlow => self.on_flow(e),
+        }
+    }
+
+    fn key(e: &ConnEvent) -> ConnKey {
+        ConnKey { protocol: e.kind.protocol(), client_ip: e.src_ip, client_port: e.src_port }
+    }
+
+    fn within(&self, state: &ConnState, t: TimeNs) -> bool {
+        t.saturating_sub(state.last) <= duration_ns(self.config.dedup_window)
+    }
+
+    fn on_open(&mut self, e: &ConnEvent) -> Applied {
+        let key = Self::key(e);
+        let side = bit(e.side);
+        let dedup = duration_ns(self.config.dedup_window);
+        if let Some(state) = self.conns.get_mut(&key) {
+            let fresh = e.time_ns.saturating_sub(state.last) <= dedup || state.opened & !state.closed != 0;
+            if state.opened & side == 0 && state.closed & side == 0 && fresh && state.opened != 0 {
+                state.opened |= side;
+                state.last = e.time_ns;
+                let edge = state.edge;
+                self.stats.both_ends_merged += 1;
+                self.touch(edge, e.time_ns);
+                return Applied { touched_edge: Some(edge), ..Applied::default() };
+            }
+        }
+        let (edge, new) = self.edge_for(e);
+        self.edges[edge as usize].connections += 1;
+        self.insert_conn(
+            key,
+            ConnState { edge, owner: e.side, opened: side, closed: 0, bytes_done: false, last: e.time_ns },
+        );
+        Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
+    }
+
+    fn on_close(&mut self, e: &ConnEvent) -> Applied {
+        let key = Self::key(e);
+        let side = bit(e.side);
+        let existing = self.conns.peek(&key).copied();
+        let joinable = existing.filter(|s| s.closed & side == 0 && (s.opened & side != 0 || self.within(s, e.time_ns)));
+        let (mut state, new_edge) = match joinable {
+            Some(mut state) => {
+                if state.opened & side == 0 {
+                    // The other end of a connection opened before the capture started.
+                    self.stats.both_ends_merged += 1;
+                }
+                state.closed |= side;
+                state.last = e.time_ns;
+                (state, None)
+            }
+            None => {
+                // Opened before the capture started (or evicted): count it now.
+                let (edge, new) = self.edge_for(e);
+                self.edges[edge as usize].connections += 1;
+                let state =
+                    ConnState { edge, owner: e.side, opened: side, closed: side, bytes_done: false, last: e.time_ns };
+                (state, new.then_some(edge))
+            }
+        };
+        if !state.bytes_done {
+            state.bytes_done = true;
+            self.add_bytes(state.edge, e);
+        }
+        let edge = state.edge;
+        self.touch(edge, e.time_ns);
+        if state.opened == 3 && state.closed == 3 {
+            self.conns.pop(&key);
+        } else if joinable.is_some() {
+            if let Some(slot) = self.conns.get_mut(&key) {
+                *slot = state;
+            }
+        } else {
+            self.insert_conn(key, state);
+        }
+        Applied { new_edge, touched_edge: Some(edge), cluster_changed: false }
+    }
+
+    fn on_flow(&mut self, e: &ConnEvent) -> Applied {
+        let key = Self::key(e);
+        let side = bit(e.side);
+        let ttl = duration_ns(self.config.connection_ttl);
+        if let Some(state) = self.conns.get_mut(&key) {
+            if e.time_ns.saturating_sub(state.last) <= ttl {
+                if state.opened & side == 0 {
+                    state.opened |= side;
+                    self.stats.both_ends_merged += 1;
+                }
+                state.last = e.time_ns;
+                let (edge, owner) = (state.edge, state.owner);
+                if owner == e.side {
+                    self.add_bytes(edge, e);
+                }
+                self.touch(edge, e.time_ns);
+                return Applied { touched_edge: Some(edge), ..Applied::default() };
+            }
+        }
+        let (edge, new) = self.edge_for(e);
+        self.edges[edge as usize].connections += 1;
+        self.add_bytes(edge, e);
+        self.insert_conn(
+            key,
+            ConnState { edge, owner: e.side, opened: side, closed: 0, bytes_done: false, last: e.time_ns },
+        );
+        Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
+    }
+
+    fn add_bytes(&mut self, edge: EdgeId, e: &ConnEvent) {
+        let (to_server, to_client) = match e.side {
+            Side::Client => (e.bytes_sent, e.bytes_received),
+            Side::Server => (e.bytes_received, e.bytes_sent),
+        };
+        let stats = &mut self.edges[edge as usize];
+        stats.bytes_sent += to_server;
+        stats.bytes_received += to_client;
+    }
+
+    fn touch(&mut self, edge: EdgeId, t: TimeNs) {
+        let stats = &mut self.edges[edge as usize];
+        stats.last_seen = stats.last_seen.max(t);
+    }
+
+    fn insert_conn(&mut self, key: ConnKey, state: ConnState) {
+        if let Some((evicted_key, _)) = self.conns.push(key, state) {
+            if evicted_key != key {
+                self.stats.evicted += 1;
+            }
+        }
+    }
+
+    /// Forgets connections that can see no more events: closed ones past the dedup
+    /// window, idle ones past connection_ttl. The table is in recency order, so this
+    /// stops at the first one still live.
+    fn expire(&mut self, now: TimeNs) {
+        let dedup = duration_ns(self.config.dedup_window);
+        let ttl = duration_ns(self.config.connection_ttl);
+        while let Some((_, state)) = self.conns.peek_lru() {
+            let idle = now.saturating_sub(state.last);
+            let finished = state.closed != 0 && state.closed & state.opened == state.opened;
+            if idle > ttl || (finished && idle > dedup) {
+                self.conns.pop_lru();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn edge_for(&mut self, e: &ConnEvent) -> (EdgeId, bool) {
+        let source = self.source_entity(&e.src_ip);
+        let (destination, port) = self.destination_entity(&e.dst_ip, e.dst_port);
+        let key = EdgeKey { source, destination, protocol: e.kind.protocol(), port };
+        if let Some(id) = self.edge_ids.get(&key) {
+            let stats = &mut self.edges[*id as usize];
+            stats.last_seen = stats.last_seen.max(e.time_ns);
+            return (*id, false);
+        }
+        let id = index(self.edges.len());
+        self.edges.push(EdgeStats {
+            key,
+            connections: 0,
+            failed: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            first_seen: e.time_ns,
+            last_seen: e.time_ns,
+        });
+        self.edge_ids.insert(key, id);
+        (id, true)
+    }
+
+    fn source_entity(&mut self, ip: &IpAddr) -> EntityId {
+        if let Some(id) = self.source_cache.get(ip) {
+            return *id;
+        }
+        let entity = resolve_source(&self.cluster, ip);
+        let id = self.intern(entity);
+        if self.source_cache.len() >= CACHE_LIMIT {
+            self.source_cache.clear();
+        }
+        self.source_cache.insert(*ip, id);
+        id
+    }
+
+    fn destination_entity(&mut self, ip: &IpAddr, port: u16) -> (EntityId, u16) {
+        if let Some(hit) = self.destination_cache.get(&(*ip, port)) {
+            return *hit;
+        }
+        let (entity, edge_port) = resolve_destination(&self.cluster, ip, port);
+        let id = self.intern(entity);
+        if self.destination_cache.len() >= CACHE_LIMIT {
+            self.destination_cache.clear();
+        }
+        self.destination_cache.insert((*ip, port), (id, edge_port));
+        (id, edge_port)
+    }
+
+    fn intern(&mut self, entity: EntityRef) -> EntityId {
+        if let Some(id) = self.entity_ids.get(&entity) {
+            return *id;
+        }
+        let id = index(self.entities.len());
+        self.entities.push(entity.clone());
+        self.entity_ids.insert(entity, id);
+        id
+    }
+}
+
+fn index(len: usize) -> u32 {
+    // More than 4 billion nodes or edges cannot be held in memory anyway.
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// A config duration in event-time nanoseconds.
+pub fn duration_ns(d: std::time::Duration) -> TimeNs {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,123 @@
+//! Resolution rules: which topology node an address stands for, as of now.
+//!
+//! Destination: ClusterIP -> Service; pod IP -> the pod's Service (EndpointSlices,
+//! else selectors) -> else its workload; node IP -> a hostNetwork pod declaring the
+//! port, else the node; anything else -> an external `ip:port`.
+//! Source: pod IP -> its Service -> else its workload; node IP -> node; else external.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::cluster::{ClusterState, Key, PodInfo, ServiceInfo, Workload};
+
+/// What a topology node stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntityRef {
+    /// A Kubernetes Service.
+    Service(Key),
+    /// A workload without a Service.
+    Workload(Workload),
+    /// An address outside the cluster (destinations keep their port).
+    External {
+        /// The address.
+        ip: IpAddr,
+        /// The port, for destinations.
+        port: Option<u16>,
+    },
+    /// A node's own address.
+    Node(Arc<str>),
+}
+
+impl EntityRef {
+    /// The topology id of this node.
+    pub fn id(&self) -> String {
+        match self {
+            EntityRef::Service(key) => key.to_string(),
+            EntityRef::Workload(w) => format!("{}/{}", w.namespace, w.name),
+            EntityRef::External { ip, port: Some(port) } => format!("external/{}", socket(ip, *port)),
+            EntityRef::External { ip, port: None } => format!("external/{ip}"),
+            EntityRef::Node(name) => format!("node/{name}"),
+        }
+    }
+}
+
+/// `ip:port`, bracketing IPv6.
+pub fn socket(ip: &IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+/// Whether traffic on this address never leaves the host (loopback): intra-pod
+/// chatter, not service-to-service traffic.
+pub fn is_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
+fn canonical(ip: &IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
+        IpAddr::V4(_) => *ip,
+    }
+}
+
+/// Resolves a destination; returns the node and the port the edge is keyed by (the
+/// Service port when a pod port resolves to a Service, so both ends of a connection
+/// agree).
+pub fn resolve_destination(cluster: &ClusterState, ip: &IpAddr, port: u16) -> (EntityRef, u16) {
+    let ip = canonical(ip);
+    if let Some(service) = cluster.service_by_cluster_ip(&ip) {
+        return (EntityRef::Service(service.key.clone()), port);
+    }
+    if let Some(pod) = cluster.pod_by_ip(&ip) {
+        return pod_destination(cluster, pod, port);
+    }
+    if let Some(node) = cluster.node_by_ip(&ip) {
+        let host_pod = cluster
+            .pods()
+            .filter(|p| p.host_network && p.node.as_deref() == Some(&**node) && p.container_ports.contains(&port))
+            .min_by(|a, b| a.key.cmp(&b.key));
+        return match host_pod {
+            Some(pod) => pod_destination(cluster, pod, port),
+            None => (EntityRef::Node(node.clone()), port),
+        };
+    }
+    (EntityRef::External { ip, port: Some(port) }, port)
+}
+
+fn pod_destination(cluster: &ClusterState, pod: &PodInfo, port: u16) -> (EntityRef, u16) {
+    let services = cluster.services_of_pod(pod);
+    if let Some((service, service_port)) =
+        services.iter().find_map(|s| service_port_for_target(s, port).map(|p| (s, p)))
+    {
+        return (EntityRef::Service(service.key.clone()), service_port);
+    }
+    match services.first() {
+        Some(service) => (EntityRef::Service(service.key.clone()), port),
+        None => (EntityRef::Workload(pod.workload.clone()), port),
+    }
+}
+
+/// The Service port whose target is this pod port, if any.
+fn service_port_for_target(service: &ServiceInfo, pod_port: u16) -> Option<u16> {
+    service.ports.iter().find(|p| p.target_port == Some(pod_port)).map(|p| p.port)
+}
+
+/// Resolves a source address.
+pub fn resolve_source(cluster: &ClusterState, ip: &IpAddr) -> EntityRef {
+    let ip = canonical(ip);
+    if let Some(pod) = cluster.pod_by_ip(&ip) {
+        return match cluster.services_of_pod(pod).first() {
+            Some(service) => EntityRef::Service(service.key.clone()),
+            None => EntityRef::Workload(pod.workload.clone()),
+        };
+    }
+    if let Some(node) = cluster.node_by_ip(&ip) {
+        return EntityRef::Node(node.clone());
+    }
+    EntityRef::External { ip, port: None }
+}

@@ -1,0 +1,238 @@
+//! The topology model: what `smap build` writes and `smap analyze` reads (`smap.topology/v1`).
+//!
+//! Documented for users in `docs/topology.md`. Maps are `BTreeMap` and lists are sorted
+//! so the JSON is byte-for-byte deterministic.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The schema tag of this topology format.
+pub const TOPOLOGY_SCHEMA: &str = "smap.topology/v1";
+
+/// A service topology over a time window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Always [`TOPOLOGY_SCHEMA`].
+    pub schema: String,
+    /// Event-time window the topology covers.
+    pub window: Window,
+    /// Services and other endpoints by id (`<namespace>/<name>`, `external/<ip>:<port>`,
+    /// `node/<name>`).
+    pub services: BTreeMap<String, Service>,
+    /// Who calls whom, sorted by (source, destination, protocol, port).
+    pub edges: Vec<Edge>,
+    /// What the topology was built from and what was lost on the way.
+    #[serde(default)]
+    pub stats: BuildStats,
+}
+
+/// An event-time window, RFC 3339 UTC timestamps with nanoseconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// First event time.
+    pub start: String,
+    /// Last event time.
+    pub end: String,
+}
+
+/// What a topology node stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// A Kubernetes Service.
+    Service,
+    /// A workload without a Service (Deployment, StatefulSet, DaemonSet, Job, CronJob, bare Pod).
+    Workload,
+    /// An address outside the cluster.
+    External,
+    /// A node (host network).
+    Node,
+}
+
+/// What a service is, detected from ports, images, labels and annotations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceType {
+    /// A database (PostgreSQL, MySQL, MongoDB...).
+    Database,
+    /// A cache (Redis, Memcached...).
+    Cache,
+    /// A queue or broker (Kafka, RabbitMQ, NATS...).
+    Queue,
+    /// An application API.
+    Api,
+    /// A proxy or gateway (nginx, Envoy, HAProxy...).
+    Proxy,
+    /// Nothing matched.
+    Other,
+}
+
+impl ServiceType {
+    /// Lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::Database => "database",
+            ServiceType::Cache => "cache",
+            ServiceType::Queue => "queue",
+            ServiceType::Api => "api",
+            ServiceType::Proxy => "proxy",
+            ServiceType::Other => "other",
+        }
+    }
+
+    /// Parses a lower-case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "database" => ServiceType::Database,
+            "cache" => ServiceType::Cache,
+            "queue" => ServiceType::Queue,
+            "api" => ServiceType::Api,
+            "proxy" => ServiceType::Proxy,
+            "other" => ServiceType::Other,
+            _ => return None,
+        })
+    }
+}
+
+/// Health from endpoint readiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Every endpoint ready (and at least one).
+    Healthy,
+    /// Some endpoints ready, some not.
+    Degraded,
+    /// Endpoints exist (or are expected) but none is ready.
+    Down,
+    /// Nothing to judge by (externals, Services without selector or slices).
+    Unknown,
+}
+
+impl Health {
+    /// Lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+            Health::Down => "down",
+            Health::Unknown => "unknown",
+        }
+    }
+}
+
+/// Ready and total endpoints (pods) behind a service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoints {
+    /// Ready endpoints.
+    pub ready: u32,
+    /// All endpoints.
+    pub total: u32,
+}
+
+/// A node of the topology.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    /// Namespace (`external` for externals, empty for nodes).
+    pub namespace: String,
+    /// Name (`ip:port` for externals).
+    pub name: String,
+    /// What it stands for.
+    pub kind: NodeKind,
+    /// Detected type.
+    #[serde(rename = "type")]
+    pub service_type: ServiceType,
+    /// Version from labels or image tags; several, comma-separated, during a rollout.
+    pub version: Option<String>,
+    /// Health at the end of the window.
+    pub health: Health,
+    /// Endpoints at the end of the window.
+    pub endpoints: Endpoints,
+    /// Labels of the Service (or of the workload's pods), for policy selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// DNS name of an external endpoint, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+    /// Ids this service calls, sorted.
+    pub dependencies: Vec<String>,
+    /// Ids that call this service, sorted.
+    pub dependents: Vec<String>,
+}
+
+/// Traffic from one node to another on one protocol and port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edge {
+    /// Calling node id.
+    pub source: String,
+    /// Called node id.
+    pub destination: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Destination port as dialed (the Service port for ClusterIP traffic).
+    pub port: u16,
+    /// Connections (TCP) or flows (UDP) that were established.
+    pub connections: u64,
+    /// Connection attempts that failed.
+    pub failed: u64,
+    /// Payload bytes from source to destination.
+    pub bytes_sent: u64,
+    /// Payload bytes from destination to source.
+    pub bytes_received: u64,
+    /// First time seen (RFC 3339).
+    pub first_seen: String,
+    /// Last time seen (RFC 3339).
+    pub last_seen: String,
+}
+
+/// Inputs and losses behind a topology.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildStats {
+    /// Connection events folded.
+    pub conn_events: u64,
+    /// Kubernetes object events folded.
+    pub object_events: u64,
+    /// Connections counted once although both ends were seen.
+    pub both_ends_merged: u64,
+    /// Events the kernel side lost, as the recordings report.
+    pub dropped: u64,
+    /// Connections evicted from bounded tables (recordings plus this build).
+    pub evicted: u64,
+    /// Objects that could not be parsed.
+    pub unparsed: u64,
+    /// Loopback events skipped (traffic inside one pod or host).
+    pub loopback_events: u64,
+    /// Edges left out by filters (namespaces, externals, min_connection_count).
+    pub filtered_edges: u64,
+}
+
+impl Topology {
+    /// Parses a topology JSON document, checking its schema tag.
+    pub fn from_json(text: &str) -> Result<Topology, TopologyError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(TopologyError::Json)?;
+        match value.get("schema").and_then(|s| s.as_str()) {
+            Some(TOPOLOGY_SCHEMA) => {}
+            other => return Err(TopologyError::Schema(other.unwrap_or("none").to_owned())),
+        }
+        serde_json::from_value(value).map_err(TopologyError::Json)
+    }
+
+    /// Serializes as pretty, deterministic JSON with a trailing newline.
+    pub fn to_json(&self) -> String {
+        // Serializing plain structs, BTreeMaps and strings cannot fail.
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+}
+
+/// Why a topology document could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// Not JSON, or not of the topology's shape.
+    #[error("not a valid smap topology: {0}")]
+    Json(serde_json::Error),
+    /// A different schema tag.
+    #[error("topology schema `{0}` is not supported (expected `smap.topology/v1`)")]
+    Schema(String),
+}

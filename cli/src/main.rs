@@ -1,0 +1,50 @@
+//! The `smap` binary: parses the command line, runs one command, maps errors to exit codes.
+
+mod cli;
+mod cmd;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// Exit code for usage and input errors (bad files, bad flags, missing privileges).
+const EXIT_INPUT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) if output::is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            #[expect(clippy::print_stderr, reason = "the one place the binary reports a fatal error")]
+            {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::from(EXIT_INPUT_ERROR)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Build(args) => cmd::build::run(args),
+        Command::Simulate(args) => cmd::simulate::run(args),
+    }
+}
+
+/// Logs go to stderr; `-v`/`-vv` raise the level, `RUST_LOG` overrides both.
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

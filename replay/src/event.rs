@@ -1,0 +1,267 @@
+//! The event model: what a recording holds and what the engine folds.
+//!
+//! Two kinds of events share one timeline (nanoseconds since the Unix epoch):
+//! connection events as the kernel saw them, and Kubernetes object events as the API
+//! returned them. Both are kept raw: attribution to services happens in the engine,
+//! so a recording can be rebuilt with newer rules.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Event time: nanoseconds since the Unix epoch.
+pub type TimeNs = i64;
+
+/// What a connection event reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConnKind {
+    /// A TCP connect() that reached ESTABLISHED, seen on the client.
+    TcpConnect,
+    /// An accept() that returned a socket, seen on the server.
+    TcpAccept,
+    /// A TCP socket closed; carries the payload bytes of its whole life.
+    TcpClose,
+    /// A TCP connect() that never reached ESTABLISHED (refused, timed out, unreachable).
+    TcpConnectFailed,
+    /// A UDP flow (datagrams between two endpoints), aggregated over a period.
+    UdpFlow,
+}
+
+impl ConnKind {
+    /// The name stored in recordings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnKind::TcpConnect => "tcp_connect",
+            ConnKind::TcpAccept => "tcp_accept",
+            ConnKind::TcpClose => "tcp_close",
+            ConnKind::TcpConnectFailed => "tcp_connect_failed",
+            ConnKind::UdpFlow => "udp_flow",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "tcp_connect" => ConnKind::TcpConnect,
+            "tcp_accept" => ConnKind::TcpAccept,
+            "tcp_close" => ConnKind::TcpClose,
+            "tcp_connect_failed" => ConnKind::TcpConnectFailed,
+            "udp_flow" => ConnKind::UdpFlow,
+            _ => return None,
+        })
+    }
+
+    /// The transport protocol of this kind.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            ConnKind::UdpFlow => Protocol::Udp,
+            _ => Protocol::Tcp,
+        }
+    }
+}
+
+/// Transport protocol of an edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// Lower-case name, as written in topologies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// Which end of a connection the reporting socket is.
+///
+/// `src` is always the connecting (client) end and `dst` the listening (server) end,
+/// whichever socket reported the event; `side` says which of the two reported it, so
+/// `bytes_sent` can be turned into client-to-server bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// The socket that called connect() (or sent the first datagram).
+    Client,
+    /// The socket returned by accept() (or that received the first datagram).
+    Server,
+}
+
+impl Side {
+    /// The name stored in recordings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "client" => Some(Side::Client),
+            "server" => Some(Side::Server),
+            _ => None,
+        }
+    }
+}
+
+/// One connection event as a socket saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnEvent {
+    /// Event time.
+    pub time_ns: TimeNs,
+    /// Node (host) the event was observed on.
+    pub node: Arc<str>,
+    /// What happened.
+    pub kind: ConnKind,
+    /// Which end reported it.
+    pub side: Side,
+    /// Client address as the reporting socket saw it.
+    pub src_ip: IpAddr,
+    /// Client port.
+    pub src_port: u16,
+    /// Server address as the reporting socket saw it: for a client that dialed a
+    /// Service this is the ClusterIP, for the server its own pod IP.
+    pub dst_ip: IpAddr,
+    /// Server port as the reporting socket saw it.
+    pub dst_port: u16,
+    /// Process id (thread-group id) of the reporting process, 0 if unknown.
+    pub pid: u32,
+    /// Process name (comm) of the reporting process, empty if unknown.
+    pub comm: Arc<str>,
+    /// cgroup v2 id of the reporting process.
+    pub cgroup_id: u64,
+    /// Network-namespace inode of the reporting socket.
+    pub netns: u32,
+    /// Per-socket id (socket cookie) joining open and close of the same socket.
+    pub socket_id: u64,
+    /// Payload bytes this socket sent.
+    pub bytes_sent: u64,
+    /// Payload bytes this socket received.
+    pub bytes_received: u64,
+    /// TCP retransmitted segments.
+    pub retransmits: u32,
+    /// For failed connects, the errno (ECONNREFUSED, ETIMEDOUT...); else 0.
+    pub error: u16,
+}
+
+/// Kubernetes object kinds a recording carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// core/v1 Pod.
+    Pod,
+    /// core/v1 Service.
+    Service,
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice,
+    /// core/v1 Node.
+    Node,
+    /// core/v1 Namespace.
+    Namespace,
+}
+
+impl ObjectKind {
+    /// The Kubernetes `kind` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Pod => "Pod",
+            ObjectKind::Service => "Service",
+            ObjectKind::EndpointSlice => "EndpointSlice",
+            ObjectKind::Node => "Node",
+            ObjectKind::Namespace => "Namespace",
+        }
+    }
+
+    /// Parses a Kubernetes `kind` string.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "Pod" => ObjectKind::Pod,
+            "Service" => ObjectKind::Service,
+            "EndpointSlice" => ObjectKind::EndpointSlice,
+            "Node" => ObjectKind::Node,
+            "Namespace" => ObjectKind::Namespace,
+            _ => return None,
+        })
+    }
+}
+
+/// What happened to a Kubernetes object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectAction {
+    /// Part of an initial list (the state when watching began).
+    Snapshot,
+    /// Created.
+    Added,
+    /// Changed.
+    Modified,
+    /// Deleted.
+    Deleted,
+}
+
+impl ObjectAction {
+    /// The name stored in recordings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectAction::Snapshot => "snapshot",
+            ObjectAction::Added => "added",
+            ObjectAction::Modified => "modified",
+            ObjectAction::Deleted => "deleted",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "snapshot" => ObjectAction::Snapshot,
+            "added" => ObjectAction::Added,
+            "modified" => ObjectAction::Modified,
+            "deleted" => ObjectAction::Deleted,
+            _ => return None,
+        })
+    }
+}
+
+/// One Kubernetes object event, with the object JSON exactly as the API returned it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectEvent {
+    /// Event time.
+    pub time_ns: TimeNs,
+    /// Object kind.
+    pub kind: ObjectKind,
+    /// What happened.
+    pub action: ObjectAction,
+    /// metadata.uid.
+    pub uid: String,
+    /// metadata.namespace (empty for cluster-scoped kinds).
+    pub namespace: String,
+    /// metadata.name.
+    pub name: String,
+    /// metadata.resourceVersion.
+    pub resource_version: String,
+    /// The object as JSON.
+    pub object: String,
+}
+
+/// Any event on a recording's timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A connection event.
+    Conn(ConnEvent),
+    /// A Kubernetes object event.
+    Object(ObjectEvent),
+}
+
+impl Event {
+    /// The event's time.
+    pub fn time_ns(&self) -> TimeNs {
+        match self {
+            Event::Conn(c) => c.time_ns,
+            Event::Object(o) => o.time_ns,
+        }
+    }
+}
