@@ -53,7 +53,7 @@ fn edge_label(edge: &Edge) -> String {
 }
 
 fn dot_quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
 }
 
 /// Graphviz DOT, one cluster per namespace.

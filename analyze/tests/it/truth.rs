@@ -72,3 +72,52 @@ fn generated_cluster_with_externals_failures_and_churn_matches_the_truth() {
     assert!(outcome.truth.keys().any(|k| k.1.starts_with("external/")));
     assert!(outcome.truth.values().any(|v| v.failed > 0));
 }
+
+fn scenario(name: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios").join(name);
+    Scenario::from_file(&path).unwrap()
+}
+
+#[test]
+fn shop_scenario_matches_the_truth_with_direct_pod_dials_udp_and_externals() {
+    let options = SimOptions { connections: 5000, churn_per_1000: 2.0, seed: 5, ..SimOptions::default() };
+    let (dir, outcome) = simulate_into(&scenario("shop.yaml"), &options);
+    let config = Config { include_external_services: true, ..Config::default() };
+    let topology = build(&dir.path().join("rec"), config);
+    assert_eq!(edges_of(&topology), outcome.truth);
+    assert!(outcome.truth.keys().any(|k| k.2 == "udp"));
+}
+
+#[test]
+fn one_recording_per_node_gives_the_same_topology_as_one_for_all() {
+    use smap_replay::{LossCounters, RecordingMeta, RecordingWriter, WriterOptions};
+    let options = SimOptions { connections: 3000, churn_per_1000: 3.0, seed: 2, ..SimOptions::default() };
+    let (dir, _) = simulate_into(&bookinfo(), &options);
+    let whole = Recording::open(&dir.path().join("rec")).unwrap();
+    // Split by node, as a DaemonSet records: each node's connection events, and the
+    // Kubernetes objects in every recording (each node watches the API).
+    let mut writers: BTreeMap<String, RecordingWriter> = BTreeMap::new();
+    for event in whole.conn_events() {
+        let event = event.unwrap();
+        let node = event.node.to_string();
+        let writer = writers.entry(node.clone()).or_insert_with(|| {
+            let meta = RecordingMeta::new("capture", &node, "");
+            RecordingWriter::create(&dir.path().join(&node), meta, WriterOptions::default()).unwrap()
+        });
+        writer.write_conn(&event).unwrap();
+    }
+    assert_eq!(writers.len(), 3);
+    let mut parts = Vec::new();
+    for (node, mut writer) in writers {
+        for object in whole.object_events() {
+            writer.write_object(&object.unwrap()).unwrap();
+        }
+        writer.finish(&LossCounters::default()).unwrap();
+        parts.push(Recording::open(&dir.path().join(node)).unwrap());
+    }
+    let split =
+        build_topology(BuildInput { recordings: parts, snapshot: vec![] }, Config::default(), &mut |_| {}).unwrap();
+    let single = build(&dir.path().join("rec"), Config::default());
+    assert_eq!(split.edges, single.edges);
+    assert_eq!(split.services, single.services);
+}

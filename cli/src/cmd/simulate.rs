@@ -18,6 +18,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         connections: args.connections,
         churn_per_1000: args.churn,
+        embed_objects: !args.k8s_out_only,
         ..SimOptions::default()
     };
     let outcome = simulate(&scenario, &options, &args.out)

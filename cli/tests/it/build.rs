@@ -1,0 +1,139 @@
+//! `smap build`: the bundled recordings give reviewed topologies, deterministically, and
+//! bad input fails cleanly.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use crate::{assert_input_error, repo, smap, stdout};
+
+const BOOKINFO: &str = "fixtures/recordings/bookinfo-simulated";
+const SHOP: &str = "fixtures/recordings/shop-simulated";
+
+#[test]
+fn bookinfo_topology_json() {
+    let out = smap(&["build", BOOKINFO]);
+    assert!(out.status.success());
+    insta::assert_snapshot!("bookinfo_json", stdout(&out));
+}
+
+#[test]
+fn shop_topology_in_every_format() {
+    let config = repo().join("fixtures/config/with-externals.yaml");
+    let config = config.to_str().unwrap();
+    for format in ["json", "dot", "mermaid"] {
+        let out = smap(&["build", SHOP, "--config", config, "--format", format]);
+        assert!(out.status.success(), "{format}");
+        insta::assert_snapshot!(format!("shop_{format}"), stdout(&out));
+    }
+}
+
+#[test]
+fn the_same_recording_always_gives_the_same_bytes() {
+    let first = smap(&["build", SHOP]);
+    for _ in 0..3 {
+        assert_eq!(smap(&["build", SHOP]).stdout, first.stdout);
+    }
+}
+
+#[test]
+fn k8s_from_supplies_state_a_recording_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let kubectl = dir.path().join("k8s.json");
+    let (rec, kubectl) = (rec.to_str().unwrap(), kubectl.to_str().unwrap());
+    let sim = smap(&[
+        "simulate",
+        "--scenario",
+        "fixtures/scenarios/bookinfo.yaml",
+        "--connections",
+        "300",
+        "--seed",
+        "9",
+        "--out",
+        rec,
+        "--kubectl-out",
+        kubectl,
+        "--k8s-out-only",
+    ]);
+    assert!(sim.status.success(), "{}", crate::stderr(&sim));
+    let without = smap(&["build", rec]);
+    let without: serde_json::Value = serde_json::from_slice(&without.stdout).unwrap();
+    assert_eq!(without["edges"].as_array().unwrap().len(), 0, "no K8s state: every address is external");
+    let with = smap(&["build", rec, "--k8s-from", kubectl]);
+    let with: serde_json::Value = serde_json::from_slice(&with.stdout).unwrap();
+    let edges: Vec<String> = with["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} -> {}", e["source"].as_str().unwrap(), e["destination"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        edges,
+        [
+            "default/productpage -> default/details",
+            "default/productpage -> default/reviews",
+            "default/reviews -> default/ratings"
+        ]
+    );
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smap"))
+        .args(["build", SHOP, "--format", "dot"])
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_inputs_fail_with_one_clear_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+
+    assert_input_error(&smap(&["build", &path("missing")]), "opening recording");
+
+    std::fs::create_dir(path("empty")).unwrap();
+    assert_input_error(&smap(&["build", &path("empty")]), "not an smap recording");
+
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        std::fs::create_dir(&to).unwrap();
+        for entry in std::fs::read_dir(repo().join(BOOKINFO)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+        to
+    };
+    let truncated = copy("truncated");
+    let segment = truncated.join("conn-000001.parquet");
+    let bytes = std::fs::read(&segment).unwrap();
+    std::fs::write(&segment, &bytes[..bytes.len() / 3]).unwrap();
+    assert_input_error(&smap(&["build", truncated.to_str().unwrap()]), "conn-000001.parquet");
+
+    let future = copy("future");
+    let meta = future.join("recording.json");
+    let text = std::fs::read_to_string(&meta).unwrap().replace("\"schema_version\": 1", "\"schema_version\": 2");
+    std::fs::write(&meta, text).unwrap();
+    assert_input_error(&smap(&["build", future.to_str().unwrap()]), "schema version 2 is not supported");
+
+    std::fs::write(path("bad.json"), "{\"kind\": \"List\", \"items\": [").unwrap();
+    assert_input_error(&smap(&["build", BOOKINFO, "--k8s-from", &path("bad.json")]), "not valid JSON");
+
+    std::fs::write(path("bad.yaml"), "max_conections: 10\n").unwrap();
+    assert_input_error(&smap(&["build", BOOKINFO, "--config", &path("bad.yaml")]), "unknown field `max_conections`");
+
+    let usage = smap(&["build"]);
+    assert_eq!(usage.status.code(), Some(2), "usage errors exit 2");
+}
