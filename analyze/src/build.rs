@@ -63,7 +63,7 @@ pub fn fold(
         let applied = engine.apply(&event?);
         each(&engine, applied);
         folded += 1;
-        if folded % PROGRESS_EVERY == 0 {
+        if folded.is_multiple_of(PROGRESS_EVERY) {
             progress(folded);
         }
     }

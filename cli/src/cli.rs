@@ -23,6 +23,10 @@ pub enum Command {
     Build(BuildArgs),
     /// Write a simulated recording of a described or generated cluster.
     Simulate(SimulateArgs),
+    /// Analyse a topology: chains, cycles, orphans, single points of failure, a diff
+    /// against a baseline and policy checks. Exit 0 clean, 1 violations (or findings
+    /// given to --fail-on), 2 usage or input error.
+    Analyze(AnalyzeArgs),
 }
 
 /// Output formats of `smap build`.
@@ -87,4 +91,90 @@ pub struct SimulateArgs {
     /// Also write the Kubernetes objects at the start as kubectl List JSON here.
     #[arg(long, value_name = "FILE")]
     pub kubectl_out: Option<PathBuf>,
+    /// Keep Kubernetes objects out of the recording (only in --kubectl-out), as a
+    /// capture without API access records them.
+    #[arg(long, requires = "kubectl_out")]
+    pub k8s_out_only: bool,
+}
+
+/// Output formats of `smap analyze`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AnalyzeFormat {
+    /// Tables and chains for a terminal or a CI log.
+    Text,
+    /// The analysis report (smap.analysis/v1), sorted and deterministic.
+    Json,
+    /// Markdown for a pull request comment.
+    Markdown,
+    /// Graphviz DOT of the topology, cycles, single points of failure and violations in red.
+    Dot,
+    /// Mermaid flowchart of the topology, highlighted like DOT.
+    Mermaid,
+}
+
+/// Findings `--fail-on` can fail on, besides policy violations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Policy violations (always on with --policy).
+    Violations,
+    /// Circular dependencies.
+    Cycles,
+    /// Single points of failure.
+    Spof,
+    /// Orphaned services.
+    Orphans,
+    /// Dependencies across namespaces.
+    CrossNamespace,
+    /// Dependencies on addresses outside the cluster.
+    External,
+    /// Edges with failed connection attempts.
+    Failures,
+    /// Anything changed since --baseline.
+    Changes,
+    /// Dependencies not in --baseline.
+    NewDependencies,
+}
+
+/// `smap analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// One topology JSON file (from `smap build`), or recording directories to build
+    /// one from.
+    #[arg(required = true, value_name = "TOPOLOGY_OR_RECORDING")]
+    pub inputs: Vec<PathBuf>,
+    /// A topology JSON file or recording directory to diff against.
+    #[arg(long, value_name = "FILE_OR_DIR")]
+    pub baseline: Option<PathBuf>,
+    /// A policy file (YAML, see docs/analyze.md) to check.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = AnalyzeFormat::Text)]
+    pub format: AnalyzeFormat,
+    /// Also exit 1 when any of these finds something (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    pub fail_on: Vec<FailOn>,
+    /// Write here instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Rows of the single-point-of-failure and fan-in/out rankings in text and Markdown.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
+    /// A service with at most one ready endpoint is a single point of failure when its
+    /// loss affects this many services.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub spof_min_affected: usize,
+    /// Report traffic changes against --baseline of at least this many percent.
+    #[arg(long, default_value_t = 50, value_name = "PERCENT")]
+    pub shift_threshold: u32,
+    /// Ignore traffic changes of dependencies with fewer attempts than this.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub shift_min_connections: u64,
+    /// With recording inputs: `kubectl get pods,services,endpointslices -A -o json`
+    /// output to use as the Kubernetes state at their start.
+    #[arg(long, value_name = "FILE")]
+    pub k8s_from: Vec<PathBuf>,
+    /// With recording inputs: engine configuration (YAML).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }

@@ -33,6 +33,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Build(args) => cmd::build::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
+        Command::Analyze(args) => cmd::analyze::run(args),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Integration tests of the recording format: round trips, crashes, bad input, and
 //! readability by other Parquet tools.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr, missing_docs)]
 
 mod bad_input;
 mod external_tools;
@@ -14,18 +14,18 @@ use smap_replay::{ConnEvent, ConnKind, ObjectAction, ObjectEvent, ObjectKind, Si
 pub fn conn(i: u64) -> ConnEvent {
     let kinds =
         [ConnKind::TcpConnect, ConnKind::TcpAccept, ConnKind::TcpClose, ConnKind::TcpConnectFailed, ConnKind::UdpFlow];
-    let v6 = i % 7 == 0;
+    let v6 = i.is_multiple_of(7);
     ConnEvent {
         time_ns: 1_700_000_000_000_000_000 + i as i64 * 1_000,
         node: Arc::from(format!("node-{}", i % 3)),
         kind: kinds[(i % 5) as usize],
-        side: if i % 2 == 0 { Side::Client } else { Side::Server },
+        side: if i.is_multiple_of(2) { Side::Client } else { Side::Server },
         src_ip: if v6 { "fd00::1".parse().unwrap() } else { IpAddr::from([10, 244, (i % 4) as u8, 7]) },
         src_port: 30000 + (i % 1000) as u16,
         dst_ip: if v6 { "fd00::2".parse().unwrap() } else { IpAddr::from([10, 96, 0, 10]) },
         dst_port: 80,
         pid: 4000 + i as u32,
-        comm: Arc::from(if i % 2 == 0 { "curl" } else { "nginx" }),
+        comm: Arc::from(if i.is_multiple_of(2) { "curl" } else { "nginx" }),
         cgroup_id: 1 + i % 2,
         netns: 4026531840 + (i % 4) as u32,
         socket_id: 0xffff_0000_0000 + i,

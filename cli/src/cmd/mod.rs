@@ -1,0 +1,5 @@
+//! One module per command; each turns parsed flags into library calls.
+
+pub mod analyze;
+pub mod build;
+pub mod simulate;
