@@ -27,6 +27,8 @@ pub enum Command {
     /// against a baseline and policy checks. Exit 0 clean, 1 violations (or findings
     /// given to --fail-on), 2 usage or input error.
     Analyze(AnalyzeArgs),
+    /// Load the eBPF programs and record connections and Kubernetes state (needs root).
+    Capture(CaptureArgs),
 }
 
 /// Output formats of `smap build`.
@@ -177,4 +179,31 @@ pub struct AnalyzeArgs {
     /// With recording inputs: engine configuration (YAML).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// `smap capture`.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Recording directory to create.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Stop after this long (`30s`, `10m`); default: until SIGINT or SIGTERM.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<humantime::Duration>,
+    /// `kubectl get pods,services,endpointslices -A -o json` output, followed for
+    /// changes during the capture.
+    #[arg(long, value_name = "FILE")]
+    pub k8s_from: Option<PathBuf>,
+    /// Node name stamped on events (default: the hostname).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Connections the kernel tracks at once (default: the config's max_connections).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Engine and capture configuration (YAML).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Finalize segments this often, bounding what a crash can lose.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub checkpoint: humantime::Duration,
 }

@@ -34,6 +34,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Build(args) => cmd::build::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
+        Command::Capture(args) => cmd::capture::run(args),
     }
 }
 

@@ -2,4 +2,5 @@
 
 pub mod analyze;
 pub mod build;
+pub mod capture;
 pub mod simulate;

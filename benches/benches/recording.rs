@@ -1,0 +1,52 @@
+//! Recording write and read throughput, and bytes on disk per event.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use smap_benches::simulated_events;
+use smap_replay::{Event, LossCounters, Recording, RecordingMeta, RecordingWriter, WriterOptions};
+
+fn write(events: &[Event], dir: &std::path::Path) -> u64 {
+    let mut writer = RecordingWriter::create(dir, RecordingMeta::new("bench", "n", ""), WriterOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    for event in events {
+        match event {
+            Event::Conn(c) => writer.write_conn(c),
+            Event::Object(o) => writer.write_object(o),
+        }
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    writer.finish(&LossCounters::default()).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}
+
+fn recording(c: &mut Criterion) {
+    let events = simulated_events(100, 100_000);
+    let conns = events.iter().filter(|e| matches!(e, Event::Conn(_))).count() as u64;
+    let mut group = c.benchmark_group("recording");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("write", |b| {
+        b.iter(|| {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            black_box(write(&events, &dir.path().join("rec")))
+        })
+    });
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("rec");
+    let bytes = write(&events, &path);
+    eprintln!(
+        "recording: {conns} connection events, {bytes} bytes on disk, {:.2} bytes per event",
+        bytes as f64 / conns as f64
+    );
+    group.bench_function("read", |b| {
+        b.iter(|| {
+            let recording = Recording::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            black_box(recording.conn_events().count())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, recording);
+criterion_main!(benches);

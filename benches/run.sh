@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Measures what BENCHMARKS.md reports: `smap build` time and peak RSS as recordings grow
+# (memory must stay flat in events), bytes on disk per connection event, and the same
+# GROUP BY in DuckDB over the same Parquet files, side by side in one run.
+#
+#   benches/run.sh [CONNECTIONS...]     default: 250000 1000000 2500000
+#
+# Needs: a release build (done here), GNU time (/usr/bin/time), python3 with duckdb for
+# the comparison (skipped with a note when missing). Writes into target/bench-data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(250000 1000000 2500000)
+cargo build --release -q -p smap
+smap=target/release/smap
+data=target/bench-data
+mkdir -p "$data"
+
+printf '%-12s %-12s %-12s %-10s %-10s %-14s %-12s %-10s\n' connections conn_events bytes/event build_s peak_MiB events/s duckdb_s ratio
+for n in "${sizes[@]}"; do
+    rec="$data/gen-$n"
+    [ -f "$rec/recording.json" ] || "$smap" simulate --services 500 --pods-per-service 3 --connections "$n" --churn 1 --seed 7 --out "$rec"
+    events=$(python3 -c "import json;print(json.load(open('$rec/recording.json'))['counters']['conn_events'])")
+    bytes=$(cat "$rec"/conn-*.parquet | wc -c)
+    /usr/bin/time -f '%e %M' -o "$data/time.txt" "$smap" build "$rec" -o "$data/topology-$n.json"
+    read -r secs kib < "$data/time.txt"
+    duck="-"
+    ratio="-"
+    if python3 -c 'import duckdb' 2>/dev/null; then
+        duck=$(python3 - "$rec" <<'PY'
+import sys, time, duckdb
+d = sys.argv[1]
+con = duckdb.connect()
+con.execute("SET threads TO 2")
+t = time.perf_counter()
+con.execute(f"""select src_ip, dst_ip, dst_port, count(*) from read_parquet('{d}/conn-*.parquet')
+              where kind in ('tcp_connect','tcp_accept') group by all""").fetchall()
+print(f"{time.perf_counter() - t:.2f}")
+PY
+)
+        ratio=$(python3 -c "print(f'{$duck / $secs:.2f}')")
+    fi
+    python3 - "$n" "$events" "$bytes" "$secs" "$kib" "$duck" "$ratio" <<'PY'
+import sys
+n, events, size, secs, kib, duck, ratio = sys.argv[1:]
+events, size, secs, kib = int(events), int(size), float(secs), int(kib)
+print(f"{n:<12} {events:<12} {size / events:<12.2f} {secs:<10.2f} {kib / 1024:<10.1f} {events / max(secs, 1e-9):<14.0f} {duck:<12} {ratio:<10}")
+PY
+done
+echo "(ratio = DuckDB seconds / smap seconds: above 1 means smap is faster while resolving every connection)"

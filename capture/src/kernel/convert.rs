@@ -1,0 +1,320 @@
+//! Turns raw kernel events into [`ConnEvent`]s: wall-clock time, client/server
+//! orientation, a side for sockets the kernel saw only closing, and interned names.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use smap_ebpf::{flag, kind, side, Event, AF_INET, AF_INET6};
+use smap_replay::{ConnEvent, ConnKind, Side, TimeNs};
+
+/// Kernel `CLOCK_BOOTTIME` to Unix-epoch nanoseconds.
+///
+/// The programs stamp events with `bpf_ktime_get_boot_ns`; the offset to the wall clock
+/// is taken once, at start, so that event order and spacing are the kernel's and a
+/// wall-clock step (NTP) during capture does not reorder events.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    offset_ns: i64,
+}
+
+impl Clock {
+    /// Measures the offset, keeping the tightest of a few boottime/realtime/boottime
+    /// samples so that a preemption between the reads does not skew it.
+    pub(crate) fn measure() -> Self {
+        let mut best: Option<(i64, i64)> = None;
+        for _ in 0..5 {
+            let b1 = clock_ns(libc::CLOCK_BOOTTIME);
+            let r = clock_ns(libc::CLOCK_REALTIME);
+            let b2 = clock_ns(libc::CLOCK_BOOTTIME);
+            let gap = b2 - b1;
+            let offset = r - (b1 + gap / 2);
+            if best.is_none_or(|(g, _)| gap < g) {
+                best = Some((gap, offset));
+            }
+        }
+        Self { offset_ns: best.map_or(0, |(_, o)| o) }
+    }
+
+    /// Converts a `CLOCK_BOOTTIME` reading to Unix-epoch nanoseconds.
+    pub(crate) fn to_wall(self, boot_ns: u64) -> TimeNs {
+        i64::try_from(boot_ns).unwrap_or(i64::MAX).saturating_add(self.offset_ns)
+    }
+
+    /// Now, in `CLOCK_BOOTTIME` nanoseconds.
+    pub(crate) fn boot_now() -> u64 {
+        u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid, writable timespec; BOOTTIME and REALTIME always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec.saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec)
+}
+
+/// Bound on the remembered listening ports and interned names: past it the set is
+/// cleared rather than grown, which only costs some heuristic accuracy.
+const MEMORY_BOUND: usize = 65_536;
+
+/// Converts kernel events, remembering what later events need.
+#[derive(Debug)]
+pub(crate) struct Converter {
+    node: Arc<str>,
+    clock: Clock,
+    ephemeral: RangeInclusive<u16>,
+    /// (netns, local port) pairs seen listening or accepting: server ports.
+    listening: HashSet<(u32, u16)>,
+    /// The same ports, whatever their namespace.
+    listening_ports: HashSet<u16>,
+    comms: HashMap<[u8; 16], Arc<str>>,
+    empty: Arc<str>,
+}
+
+impl Converter {
+    pub(crate) fn new(node: Arc<str>, clock: Clock, ephemeral: RangeInclusive<u16>) -> Self {
+        Self {
+            node,
+            clock,
+            ephemeral,
+            listening: HashSet::new(),
+            listening_ports: HashSet::new(),
+            comms: HashMap::new(),
+            empty: Arc::from(""),
+        }
+    }
+
+    /// The [`ConnEvent`] for a kernel event, or `None` for events that only inform the
+    /// converter (a socket started listening) or are not understood.
+    pub(crate) fn convert(&mut self, e: &Event) -> Option<ConnEvent> {
+        let conn_kind = match e.kind {
+            kind::TCP_CONNECT => ConnKind::TcpConnect,
+            kind::TCP_ACCEPT => ConnKind::TcpAccept,
+            kind::TCP_CLOSE => ConnKind::TcpClose,
+            kind::TCP_CONNECT_FAILED => ConnKind::TcpConnectFailed,
+            kind::UDP_FLOW => ConnKind::UdpFlow,
+            kind::TCP_LISTEN => {
+                self.learn_listening(e.netns, e.sport);
+                return None;
+            }
+            _ => return None,
+        };
+        let local = (decode_addr(e.family, &e.saddr)?, e.sport);
+        let remote = (decode_addr(e.family, &e.daddr)?, e.dport);
+        let mut bytes_sent = e.bytes_sent;
+        let side = match e.side {
+            side::CLIENT => Side::Client,
+            side::SERVER => Side::Server,
+            _ => {
+                let guessed = self.guess_side(e.netns, e.sport, e.dport);
+                if guessed == Side::Client && e.flags & flag::SYN_UNCERTAIN != 0 {
+                    // An active opener's bytes_acked counted its SYN.
+                    bytes_sent = bytes_sent.saturating_sub(1);
+                }
+                guessed
+            }
+        };
+        if side == Side::Server && conn_kind.protocol() == smap_replay::Protocol::Tcp {
+            self.learn_listening(e.netns, e.sport);
+        }
+        let ((src_ip, src_port), (dst_ip, dst_port)) = match side {
+            Side::Client => (local, remote),
+            Side::Server => (remote, local),
+        };
+        Some(ConnEvent {
+            time_ns: self.clock.to_wall(e.ts_ns),
+            node: Arc::clone(&self.node),
+            kind: conn_kind,
+            side,
+            src_ip,
+            src_port,
+            dst_ip,
+            dst_port,
+            pid: e.pid,
+            comm: self.comm(&e.comm),
+            cgroup_id: e.cgroup_id,
+            netns: e.netns,
+            socket_id: e.cookie,
+            bytes_sent,
+            bytes_received: e.bytes_received,
+            retransmits: e.retransmits,
+            error: e.error,
+        })
+    }
+
+    fn learn_listening(&mut self, netns: u32, port: u16) {
+        if self.listening.len() >= MEMORY_BOUND {
+            self.listening.clear();
+            self.listening_ports.clear();
+        }
+        self.listening.insert((netns, port));
+        self.listening_ports.insert(port);
+    }
+
+    /// Side of a socket the kernel saw only closing (opened before capture started, or
+    /// evicted from the kernel's map), from the listening ports seen so far:
+    /// 1. its local port listens in its namespace: server;
+    /// 2. the remote port listens in its namespace (loopback), or in any namespace on
+    ///    this node (a pod-to-pod call): client;
+    /// 3. exactly one of the two ports is in the ephemeral range: that end is the client;
+    /// 4. otherwise the lower port is taken as the server's (services use low, fixed
+    ///    ports more often than clients do).
+    fn guess_side(&self, netns: u32, local_port: u16, remote_port: u16) -> Side {
+        if self.listening.contains(&(netns, local_port)) {
+            return Side::Server;
+        }
+        if self.listening.contains(&(netns, remote_port)) || self.listening_ports.contains(&remote_port) {
+            return Side::Client;
+        }
+        match (self.ephemeral.contains(&local_port), self.ephemeral.contains(&remote_port)) {
+            (true, false) => Side::Client,
+            (false, true) => Side::Server,
+            _ if local_port < remote_port => Side::Server,
+            _ => Side::Client,
+        }
+    }
+
+    fn comm(&mut self, raw: &[u8; 16]) -> Arc<str> {
+        if raw[0] == 0 {
+            return Arc::clone(&self.empty);
+        }
+        if let Some(c) = self.comms.get(raw) {
+            return Arc::clone(c);
+        }
+        if self.comms.len() >= MEMORY_BOUND {
+            self.comms.clear();
+        }
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        let name: Arc<str> = Arc::from(String::from_utf8_lossy(&raw[..end]).as_ref());
+        self.comms.insert(*raw, Arc::clone(&name));
+        name
+    }
+}
+
+/// An address as the kernel stored it; v4-mapped IPv6 (a dual-stack socket talking
+/// IPv4) becomes IPv4 so that it matches the pod and service IPs it stands for.
+pub(crate) fn decode_addr(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+        AF_INET6 => Some(Ipv6Addr::from(*raw).to_canonical()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+    use super::*;
+
+    fn conv() -> Converter {
+        Converter::new(Arc::from("node-a"), Clock { offset_ns: 1_000 }, 32768..=60999)
+    }
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut raw = [0u8; 16];
+        raw[..4].copy_from_slice(&a);
+        raw
+    }
+
+    fn close_event(side_: u8, sport: u16, dport: u16) -> Event {
+        Event {
+            ts_ns: 5,
+            kind: kind::TCP_CLOSE,
+            side: side_,
+            family: AF_INET,
+            saddr: v4([10, 0, 0, 1]),
+            sport,
+            daddr: v4([10, 96, 0, 50]),
+            dport,
+            bytes_sent: 1001,
+            bytes_received: 2500,
+            netns: 7,
+            cookie: 99,
+            pid: 42,
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn client_close_keeps_local_as_src() {
+        let mut c = conv();
+        let mut e = close_event(side::CLIENT, 40000, 80);
+        e.bytes_sent = 1000;
+        let ev = c.convert(&e).unwrap();
+        assert_eq!(ev.time_ns, 1_005);
+        assert_eq!(ev.kind, ConnKind::TcpClose);
+        assert_eq!(ev.side, Side::Client);
+        assert_eq!((ev.src_ip, ev.src_port), ("10.0.0.1".parse().unwrap(), 40000));
+        assert_eq!((ev.dst_ip, ev.dst_port), ("10.96.0.50".parse().unwrap(), 80));
+        assert_eq!((ev.bytes_sent, ev.bytes_received), (1000, 2500));
+        assert_eq!(&*ev.comm, "curl");
+        assert_eq!(ev.socket_id, 99);
+    }
+
+    #[test]
+    fn server_close_swaps_to_client_first() {
+        let mut c = conv();
+        let mut e = close_event(side::SERVER, 8080, 51000);
+        e.daddr = v4([10, 0, 0, 9]);
+        let ev = c.convert(&e).unwrap();
+        assert_eq!(ev.side, Side::Server);
+        assert_eq!((ev.src_ip, ev.src_port), ("10.0.0.9".parse().unwrap(), 51000));
+        assert_eq!((ev.dst_ip, ev.dst_port), ("10.0.0.1".parse().unwrap(), 8080));
+    }
+
+    #[test]
+    fn unknown_side_uses_listening_ports_then_ephemeral_range() {
+        let mut c = conv();
+        let listen = Event { kind: kind::TCP_LISTEN, netns: 7, sport: 9000, family: AF_INET, ..Event::default() };
+        assert!(c.convert(&listen).is_none());
+
+        let mut e = close_event(side::UNKNOWN, 9000, 45000);
+        e.flags = flag::SYN_UNCERTAIN;
+        let ev = c.convert(&e).unwrap();
+        assert_eq!(ev.side, Side::Server);
+        assert_eq!(ev.bytes_sent, 1001, "a server's acked bytes never counted a SYN");
+
+        // The other end of that connection: its remote port listens in its namespace.
+        let mut e = close_event(side::UNKNOWN, 45000, 9000);
+        e.flags = flag::SYN_UNCERTAIN;
+        let ev = c.convert(&e).unwrap();
+        assert_eq!(ev.side, Side::Client);
+        assert_eq!(ev.bytes_sent, 1000, "the client's SYN is taken off");
+
+        // The remote port listens in another namespace of this node: a client.
+        let mut e = close_event(side::UNKNOWN, 20000, 9000);
+        e.netns = 8;
+        assert_eq!(c.convert(&e).unwrap().side, Side::Client);
+
+        // Nothing known: the ephemeral end is the client.
+        let ev = c.convert(&close_event(side::UNKNOWN, 5432, 40000)).unwrap();
+        assert_eq!(ev.side, Side::Server);
+        let ev = c.convert(&close_event(side::UNKNOWN, 40000, 5432)).unwrap();
+        assert_eq!(ev.side, Side::Client);
+
+        // Neither port ephemeral nor known: the lower one is the server's.
+        let ev = c.convert(&close_event(side::UNKNOWN, 5432, 20000)).unwrap();
+        assert_eq!(ev.side, Side::Server);
+    }
+
+    #[test]
+    fn v4_mapped_becomes_v4_and_v6_stays() {
+        let mapped: Ipv6Addr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(decode_addr(AF_INET6, &mapped.octets()), Some("10.1.2.3".parse().unwrap()));
+        let v6: Ipv6Addr = "fd00::1".parse().unwrap();
+        assert_eq!(decode_addr(AF_INET6, &v6.octets()), Some(IpAddr::V6(v6)));
+        assert_eq!(decode_addr(99, &[0; 16]), None);
+    }
+
+    #[test]
+    fn clock_offset_is_realtime_minus_boottime() {
+        let clock = Clock::measure();
+        let wall = clock.to_wall(Clock::boot_now());
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        assert!((real - wall).abs() < 50_000_000, "{real} vs {wall}");
+    }
+}

@@ -1,0 +1,658 @@
+//! Live connection events from this node's kernel: loads smap's eBPF programs
+//! (`smap-ebpf`), attaches them, and turns what they report into [`ConnEvent`]s.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), smap_capture::kernel::KernelError> {
+//! use smap_capture::kernel::{KernelCapture, KernelConfig};
+//!
+//! let mut capture = KernelCapture::start(KernelConfig::new("node-a"))?;
+//! for hook in capture.skipped() {
+//!     eprintln!("not attached: {} ({}): {}", hook.program, hook.hook, hook.reason);
+//! }
+//! let mut batch = Vec::new();
+//! loop {
+//!     capture.next_batch(&mut batch).await?;
+//!     for event in batch.drain(..) {
+//!         // record it
+//!         # let _ = event;
+//!     }
+//!     # break;
+//! }
+//! capture.finish(&mut batch)?; // last events and every UDP flow's remainder
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The kernel submits events to a ring buffer without waking the reader until 64 KiB are
+//! pending (`wake_reader` in `ebpf/src/smap.bpf.c` says why a separate program does the
+//! waking); [`KernelCapture::next_batch`] therefore also drains on a timer (50 ms by
+//! default). UDP flows are aggregated in a kernel map and reported every
+//! [`KernelConfig::udp_flush_interval`].
+
+mod convert;
+mod error;
+mod system;
+mod udp;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, ProgramError, TracePoint, TracePointError};
+use aya::{Btf, BtfError, Ebpf, EbpfLoader};
+use aya_obj::generated::{bpf_cmd, bpf_prog_info};
+use smap_ebpf::{counter, globals, kind, maps, programs, ConnState, Event, UdpFlowKey};
+use smap_replay::ConnEvent;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+pub use error::KernelError;
+
+use convert::{Clock, Converter};
+use udp::UdpFlows;
+
+/// Settings of the kernel capture; [`KernelConfig::new`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct KernelConfig {
+    /// Node name stamped on every event.
+    pub node: Arc<str>,
+    /// Capacity of the kernel's TCP connection map and of its UDP flow map. Connections
+    /// beyond it evict the least recently used entry (counted).
+    pub max_connections: u32,
+    /// Size of the event ring buffer in bytes: a power of two, a multiple of the page
+    /// size. Too small a buffer drops events under bursts (counted).
+    pub ring_buffer_bytes: u32,
+    /// The kernel wakes the reader only once this many bytes are pending.
+    pub wakeup_bytes: u64,
+    /// How often the ring buffer is drained regardless of wakeups: the latency bound for
+    /// events submitted below `wakeup_bytes`.
+    pub drain_interval: Duration,
+    /// How often UDP flows are read from the kernel and reported.
+    pub udp_flush_interval: Duration,
+    /// A UDP flow without a datagram for this long is dropped from the kernel map (and
+    /// reported anew if traffic resumes).
+    pub udp_idle_timeout: Duration,
+    /// cgroup v2 directory the socket hooks attach to; `None`: the first cgroup2 mount
+    /// in /proc/mounts (its root sees every process).
+    pub cgroup_path: Option<PathBuf>,
+}
+
+impl KernelConfig {
+    /// Defaults: 65 536 connections, 4 MiB ring buffer, 64 KiB wakeup threshold, 50 ms
+    /// drain, UDP flows reported every 5 s and dropped after 60 s idle.
+    pub fn new(node: impl Into<Arc<str>>) -> Self {
+        Self {
+            node: node.into(),
+            max_connections: 65_536,
+            ring_buffer_bytes: 4 << 20,
+            wakeup_bytes: 64 << 10,
+            drain_interval: Duration::from_millis(50),
+            udp_flush_interval: Duration::from_secs(5),
+            udp_idle_timeout: Duration::from_secs(60),
+            cgroup_path: None,
+        }
+    }
+}
+
+/// An optional hook that could not be attached; capture runs without it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedHook {
+    /// Program name in the object.
+    pub program: &'static str,
+    /// Where it attaches (`cgroup/sendmsg4`, `tp_btf/sock_send_length`...).
+    pub hook: &'static str,
+    /// What is missing without it.
+    pub consequence: &'static str,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// What the capture counted; losses are never silent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Records read from the ring buffer.
+    pub events_received: u64,
+    /// Records that could not be decoded (too short, unknown kind or address family).
+    pub events_malformed: u64,
+    /// Times the kernel woke the reader because the wakeup threshold was pending
+    /// (the other drains come from the timer).
+    pub wakeups: u64,
+    /// Events the kernel could not reserve ring-buffer space for: lost.
+    pub ringbuf_drops: u64,
+    /// TCP sockets evicted from the kernel's connection map while open: their close is
+    /// reported without owner and with a guessed side. As of the last UDP flush.
+    pub conn_evictions: u64,
+    /// UDP flows evicted from the kernel's flow map: traffic since their last report is
+    /// lost. As of the last UDP flush.
+    pub udp_flow_evictions: u64,
+    /// UDP flow reports produced.
+    pub udp_flow_reports: u64,
+    /// TCP closes of sockets the kernel had not seen open (before capture, or evicted).
+    pub close_untracked: u64,
+    /// TCP connects that completed without their connect() being seen.
+    pub connect_untracked: u64,
+    /// accept()s of connections whose handshake was not seen.
+    pub accept_untracked: u64,
+    /// Kernel map updates that failed outright (not LRU evictions).
+    pub map_update_failures: u64,
+    /// Program runs the kernel skipped because the same program was already running on
+    /// that CPU (a softirq interrupting it): the events they would have made are lost.
+    /// Summed over all attached programs.
+    pub recursion_misses: u64,
+}
+
+/// How a program attaches.
+#[derive(Clone, Copy, Debug)]
+enum Attach {
+    /// BTF-typed raw tracepoint (`tp_btf/NAME`).
+    BtfTracepoint { category: &'static str, name: &'static str },
+    /// Classic tracepoint via tracefs (`tracepoint/CATEGORY/NAME`).
+    Tracepoint { category: &'static str, name: &'static str },
+    /// cgroup socket-address hook on the cgroup2 root.
+    Cgroup,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Hook {
+    program: &'static str,
+    section: &'static str,
+    attach: Attach,
+    /// Required hooks fail the start; the others are skipped with their consequence.
+    required: bool,
+    purpose: &'static str,
+}
+
+const HOOKS: [Hook; 12] = [
+    Hook {
+        program: programs::INET_SOCK_SET_STATE,
+        section: "tp_btf/inet_sock_set_state",
+        attach: Attach::BtfTracepoint { category: "sock", name: "inet_sock_set_state" },
+        required: true,
+        purpose: "TCP connects, closes and failed connects",
+    },
+    Hook {
+        program: programs::WAKE_READER,
+        section: "tp_btf/inet_sock_set_state",
+        attach: Attach::BtfTracepoint { category: "sock", name: "inet_sock_set_state" },
+        required: false,
+        purpose: "early wakeups of the reader under load (it still drains on its timer)",
+    },
+    Hook {
+        program: programs::SYS_EXIT_ACCEPT4,
+        section: "tracepoint/syscalls/sys_exit_accept4",
+        attach: Attach::Tracepoint { category: "syscalls", name: "sys_exit_accept4" },
+        required: true,
+        purpose: "the server process of TCP connections",
+    },
+    Hook {
+        program: programs::SYS_EXIT_ACCEPT,
+        section: "tracepoint/syscalls/sys_exit_accept",
+        attach: Attach::Tracepoint { category: "syscalls", name: "sys_exit_accept" },
+        // arm64 has no accept syscall, only accept4.
+        required: false,
+        purpose: "the server process of connections accepted with accept() instead of accept4()",
+    },
+    Hook {
+        program: programs::CONNECT4,
+        section: "cgroup/connect4",
+        attach: Attach::Cgroup,
+        required: false,
+        purpose: "connected UDP sockets (IPv4)",
+    },
+    Hook {
+        program: programs::CONNECT6,
+        section: "cgroup/connect6",
+        attach: Attach::Cgroup,
+        required: false,
+        purpose: "connected UDP sockets (IPv6)",
+    },
+    Hook {
+        program: programs::SENDMSG4,
+        section: "cgroup/sendmsg4",
+        attach: Attach::Cgroup,
+        required: false,
+        purpose: "UDP datagrams sent (IPv4)",
+    },
+    Hook {
+        program: programs::SENDMSG6,
+        section: "cgroup/sendmsg6",
+        attach: Attach::Cgroup,
+        required: false,
+        purpose: "UDP datagrams sent (IPv6)",
+    },
+    Hook {
+        program: programs::RECVMSG4,
+        section: "cgroup/recvmsg4",
+        attach: Attach::Cgroup,
+        required: false,
+        purpose: "UDP datagrams received (IPv4)",
+    },
+    Hook {
+        program: programs::RECVMSG6,
+        section: "cgroup/recvmsg6",
+        attach: Attach::Cgroup,
+        required: false,
+        purpose: "UDP datagrams received (IPv6)",
+    },
+    Hook {
+        program: programs::SOCK_SEND_LENGTH,
+        section: "tp_btf/sock_send_length",
+        attach: Attach::BtfTracepoint { category: "sock", name: "sock_send_length" },
+        required: false,
+        purpose: "UDP bytes sent, and datagrams of connected UDP sockets (Linux 6.4+)",
+    },
+    Hook {
+        program: programs::SOCK_RECV_LENGTH,
+        section: "tp_btf/sock_recv_length",
+        attach: Attach::BtfTracepoint { category: "sock", name: "sock_recv_length" },
+        required: false,
+        purpose: "UDP bytes received, and datagrams of connected UDP sockets (Linux 6.4+)",
+    },
+];
+
+/// The loaded and attached programs and their event stream.
+///
+/// Dropping it detaches every program.
+pub struct KernelCapture {
+    ring: AsyncFd<RingBuf<MapData>>,
+    udp_flows: BpfHashMap<MapData, UdpFlowKey, Event>,
+    conns: BpfHashMap<MapData, u64, ConnState>,
+    counters: PerCpuArray<MapData, u64>,
+    converter: Converter,
+    udp: UdpFlows,
+    drain_tick: Interval,
+    next_udp_flush: Instant,
+    udp_flush_interval: Duration,
+    udp_idle_ns: u64,
+    stats: Stats,
+    attached: Vec<&'static str>,
+    skipped: Vec<SkippedHook>,
+    /// Owns the programs and their links (dropping it detaches them).
+    ebpf: Ebpf,
+}
+
+/// Counts kept in user space.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stats {
+    events_received: u64,
+    events_malformed: u64,
+    wakeups: u64,
+    udp_flow_reports: u64,
+    /// Evictions from the kernel maps, as of the last UDP flush.
+    conn_evictions: u64,
+    udp_flow_evictions: u64,
+}
+
+impl KernelCapture {
+    /// Checks the host, loads the programs and attaches them.
+    ///
+    /// Must run inside a Tokio runtime with IO and time enabled. Required hooks (the TCP
+    /// tracepoints) failing is an error; optional ones (UDP) are skipped and listed by
+    /// [`KernelCapture::skipped`].
+    pub fn start(config: KernelConfig) -> Result<Self, KernelError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(KernelError::NoRuntime);
+        }
+        if !config.ring_buffer_bytes.is_power_of_two() || config.ring_buffer_bytes < 4096 {
+            return Err(KernelError::Config(format!(
+                "ring_buffer_bytes must be a power of two of at least one page, not {}",
+                config.ring_buffer_bytes
+            )));
+        }
+        if config.max_connections == 0 {
+            return Err(KernelError::Config("max_connections must be positive".into()));
+        }
+        let missing = system::missing_capabilities()?;
+        if !missing.is_empty() {
+            return Err(KernelError::NotPrivileged { missing });
+        }
+        if !Path::new(system::VMLINUX_BTF).exists() {
+            return Err(KernelError::NoBtf { path: system::VMLINUX_BTF.into() });
+        }
+        let btf = Btf::from_sys_fs().map_err(|e| KernelError::Io {
+            what: format!("parsing {}", system::VMLINUX_BTF),
+            source: std::io::Error::other(e),
+        })?;
+        system::ensure_tracefs()?;
+        let cgroup = match &config.cgroup_path {
+            Some(p) => Some(p.clone()),
+            None => system::cgroup2_mount()?,
+        };
+
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(maps::CONNS, config.max_connections)
+            .map_max_entries(maps::UDP_FLOWS, config.max_connections)
+            .map_max_entries(maps::EVENTS, config.ring_buffer_bytes)
+            .override_global(globals::WAKEUP_BYTES, &config.wakeup_bytes, true)
+            .load(smap_ebpf::object())?;
+
+        let cgroup_dir = match &cgroup {
+            Some(p) => File::open(p).map_err(|e| format!("cannot open {}: {e}", p.display())),
+            None => Err("no cgroup2 mount in /proc/mounts".to_owned()),
+        };
+        let mut attached = Vec::new();
+        let mut skipped = Vec::new();
+        for hook in HOOKS {
+            match attach(&mut ebpf, &btf, cgroup_dir.as_ref(), hook) {
+                Ok(()) => attached.push(hook.program),
+                Err(e) if hook.required => return Err(e),
+                Err(e) => {
+                    tracing::warn!(
+                        hook = hook.section,
+                        error = %e,
+                        "optional hook not attached: capture continues without {}",
+                        hook.purpose
+                    );
+                    skipped.push(SkippedHook {
+                        program: hook.program,
+                        hook: hook.section,
+                        consequence: hook.purpose,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        tracing::info!(
+            attached = attached.len(),
+            skipped = skipped.len(),
+            cgroup = ?cgroup,
+            "kernel capture started"
+        );
+
+        let ring = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)
+            .map_err(|source| KernelError::Map { map: maps::EVENTS, source })?;
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as
+        // long as the RingBuf lives, and the AsyncFd owns the RingBuf.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| KernelError::Poll(e.into()))?;
+        let udp_flows = BpfHashMap::try_from(take_map(&mut ebpf, maps::UDP_FLOWS)?)
+            .map_err(|source| KernelError::Map { map: maps::UDP_FLOWS, source })?;
+        let conns = BpfHashMap::try_from(take_map(&mut ebpf, maps::CONNS)?)
+            .map_err(|source| KernelError::Map { map: maps::CONNS, source })?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)
+            .map_err(|source| KernelError::Map { map: maps::COUNTERS, source })?;
+
+        let mut drain_tick = tokio::time::interval(config.drain_interval);
+        drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ok(Self {
+            ring,
+            udp_flows,
+            conns,
+            counters,
+            converter: Converter::new(config.node, Clock::measure(), system::ephemeral_ports()),
+            udp: UdpFlows::default(),
+            drain_tick,
+            next_udp_flush: Instant::now() + config.udp_flush_interval,
+            udp_flush_interval: config.udp_flush_interval,
+            udp_idle_ns: u64::try_from(config.udp_idle_timeout.as_nanos()).unwrap_or(u64::MAX),
+            stats: Stats::default(),
+            attached,
+            skipped,
+            ebpf,
+        })
+    }
+
+    /// Programs attached, by name.
+    pub fn attached(&self) -> &[&'static str] {
+        &self.attached
+    }
+
+    /// Optional hooks that could not be attached.
+    pub fn skipped(&self) -> &[SkippedHook] {
+        &self.skipped
+    }
+
+    /// Waits until the kernel signals pending events or the drain interval passes, then
+    /// appends every pending event to `out` (possibly none), and the UDP flow reports
+    /// when their interval has passed.
+    ///
+    /// Cancel-safe: dropping the future before it completes loses no event.
+    pub async fn next_batch(&mut self, out: &mut Vec<ConnEvent>) -> Result<(), KernelError> {
+        let Self { ring, drain_tick, converter, stats, .. } = self;
+        tokio::select! {
+            ready = ring.readable_mut() => {
+                let mut guard = ready.map_err(KernelError::Poll)?;
+                drain_ring(guard.get_inner_mut(), converter, stats, out);
+                // Events committed after the drain without a wakeup are picked up by the
+                // timer; clearing here cannot lose them.
+                guard.clear_ready();
+            }
+            _ = drain_tick.tick() => drain_ring(ring.get_mut(), converter, stats, out),
+        }
+        if Instant::now() >= self.next_udp_flush {
+            self.next_udp_flush = Instant::now() + self.udp_flush_interval;
+            self.flush_udp(out, false)?;
+        }
+        Ok(())
+    }
+
+    /// Appends every pending event and each UDP flow's unreported traffic to `out`;
+    /// for the end of a capture.
+    pub fn finish(&mut self, out: &mut Vec<ConnEvent>) -> Result<KernelCounters, KernelError> {
+        drain_ring(self.ring.get_mut(), &mut self.converter, &mut self.stats, out);
+        self.flush_udp(out, true)?;
+        self.counters()
+    }
+
+    /// The counters now (evictions as of the last UDP flush).
+    pub fn counters(&self) -> Result<KernelCounters, KernelError> {
+        let k = self.kernel_counters()?;
+        let get = |i: u32| k.get(i as usize).copied().unwrap_or(0);
+        Ok(KernelCounters {
+            events_received: self.stats.events_received,
+            events_malformed: self.stats.events_malformed,
+            wakeups: self.stats.wakeups,
+            ringbuf_drops: get(counter::RINGBUF_DROPS),
+            conn_evictions: self.stats.conn_evictions,
+            udp_flow_evictions: self.stats.udp_flow_evictions,
+            udp_flow_reports: self.stats.udp_flow_reports,
+            close_untracked: get(counter::CLOSE_UNTRACKED),
+            connect_untracked: get(counter::CONNECT_UNTRACKED),
+            accept_untracked: get(counter::ACCEPT_UNTRACKED),
+            map_update_failures: get(counter::MAP_FULL),
+            recursion_misses: self
+                .attached
+                .iter()
+                // A skipped nested wakeup loses nothing.
+                .filter(|&&name| name != programs::WAKE_READER)
+                .filter_map(|name| self.ebpf.program(name))
+                .filter_map(|p| p.fd().ok())
+                .map(|fd| recursion_misses(fd.as_fd()))
+                .sum(),
+        })
+    }
+
+    /// Sums of the kernel's per-CPU counters.
+    fn kernel_counters(&self) -> Result<Vec<u64>, KernelError> {
+        (0..counter::LEN)
+            .map(|i| {
+                self.counters
+                    .get(&i, 0)
+                    .map(|per_cpu| per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
+                    .map_err(|source| KernelError::Map { map: maps::COUNTERS, source })
+            })
+            .collect()
+    }
+
+    /// Reports UDP flows that moved, expires idle ones, and recounts the evictions of
+    /// both kernel maps. `all`: the final flush, which expires nothing.
+    ///
+    /// An LRU map evicts silently; what it evicted is what was inserted and neither
+    /// deleted nor still there. The insert and delete counts are read before the
+    /// entries are listed, so entries added meanwhile cannot pass for evictions.
+    fn flush_udp(&mut self, out: &mut Vec<ConnEvent>, all: bool) -> Result<(), KernelError> {
+        let before = self.kernel_counters()?;
+        let get = |i: u32| before.get(i as usize).copied().unwrap_or(0);
+
+        let mut snapshot: HashMap<UdpFlowKey, Event> = HashMap::new();
+        for entry in self.udp_flows.iter() {
+            let (key, flow) = entry.map_err(|source| KernelError::Map { map: maps::UDP_FLOWS, source })?;
+            snapshot.insert(key, flow);
+        }
+        let idle = (!all).then_some(self.udp_idle_ns);
+        let flush = self.udp.flush(&snapshot, Clock::boot_now(), idle);
+        for report in &flush.reports {
+            if let Some(ev) = self.converter.convert(report) {
+                out.push(ev);
+                self.stats.udp_flow_reports += 1;
+            } else {
+                self.stats.events_malformed += 1;
+            }
+        }
+        let deleted_before = self.udp.deleted;
+        let mut deleted = 0;
+        for key in &flush.expired {
+            // Already gone means the LRU evicted it since the snapshot.
+            if self.udp_flows.remove(key).is_ok() {
+                deleted += 1;
+            }
+        }
+        self.udp.note_deleted(deleted);
+        let udp_evicted =
+            get(counter::UDP_FLOW_INSERTS).saturating_sub(deleted_before).saturating_sub(snapshot.len() as u64);
+        self.stats.udp_flow_evictions = self.stats.udp_flow_evictions.max(udp_evicted);
+
+        // Iteration can revisit keys when entries vanish under it: count distinct ones.
+        let live: HashSet<u64> = self.conns.keys().filter_map(Result::ok).collect();
+        let conn_evicted =
+            get(counter::CONN_INSERTS).saturating_sub(get(counter::CONN_DELETES)).saturating_sub(live.len() as u64);
+        self.stats.conn_evictions = self.stats.conn_evictions.max(conn_evicted);
+        Ok(())
+    }
+}
+
+fn drain_ring(ring: &mut RingBuf<MapData>, converter: &mut Converter, stats: &mut Stats, out: &mut Vec<ConnEvent>) {
+    while let Some(item) = ring.next() {
+        if item.len() == smap_ebpf::WAKEUP_MARKER_LEN {
+            stats.wakeups += 1;
+            continue;
+        }
+        stats.events_received += 1;
+        match Event::from_bytes(&item) {
+            Some(e) => match converter.convert(&e) {
+                Some(ev) => out.push(ev),
+                None if e.kind == kind::TCP_LISTEN => {}
+                None => stats.events_malformed += 1,
+            },
+            None => stats.events_malformed += 1,
+        }
+    }
+}
+
+/// `bpf_prog_info.recursion_misses` of a loaded program (0 if it cannot be read: the
+/// field exists since Linux 5.12).
+fn recursion_misses(fd: BorrowedFd<'_>) -> u64 {
+    /// The `info` member of `union bpf_attr`, for BPF_OBJ_GET_INFO_BY_FD.
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: bpf_prog_info is a C struct of integers, for which all-zero is valid (and
+    // what the kernel expects of fields it should fill).
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let Ok(fd) = u32::try_from(fd.as_raw_fd()) else {
+        return 0;
+    };
+    let attr = InfoByFd {
+        bpf_fd: fd,
+        info_len: size_of::<bpf_prog_info>() as u32,
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for this command, and info points to a
+    // writable bpf_prog_info of the announced length that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            std::ptr::from_ref(&attr),
+            size_of::<InfoByFd>(),
+        )
+    };
+    if rc == 0 {
+        info.recursion_misses
+    } else {
+        0
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, KernelError> {
+    ebpf.take_map(name).ok_or_else(|| KernelError::MissingFromObject(format!("map {name}")))
+}
+
+/// Loads and attaches one program.
+fn attach(ebpf: &mut Ebpf, btf: &Btf, cgroup: Result<&File, &String>, hook: Hook) -> Result<(), KernelError> {
+    let program = ebpf
+        .program_mut(hook.program)
+        .ok_or_else(|| KernelError::MissingFromObject(format!("program {}", hook.program)))?;
+    let step =
+        |what: &'static str| move |source: ProgramError| KernelError::Program { program: hook.program, what, source };
+    match hook.attach {
+        Attach::BtfTracepoint { category, name } => {
+            let p: &mut BtfTracePoint = program.try_into().map_err(step("load"))?;
+            p.load(name, btf).map_err(|e| match e {
+                ProgramError::Btf(BtfError::UnknownBtfTypeName { .. }) => {
+                    KernelError::TracepointMissing { category, name, purpose: hook.purpose }
+                }
+                e => load_error(hook, e),
+            })?;
+            p.attach().map_err(step("attach"))?;
+        }
+        Attach::Tracepoint { category, name } => {
+            let p: &mut TracePoint = program.try_into().map_err(step("load"))?;
+            p.load().map_err(|e| load_error(hook, e))?;
+            p.attach(category, name).map_err(|e| match e {
+                ProgramError::TracePointError(TracePointError::FileError { io_error, .. })
+                    if io_error.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    KernelError::TracepointMissing { category, name, purpose: hook.purpose }
+                }
+                e => KernelError::Program { program: hook.program, what: "attach", source: e },
+            })?;
+        }
+        Attach::Cgroup => {
+            let dir = cgroup.map_err(|reason| KernelError::NoCgroup(reason.clone()))?;
+            let p: &mut CgroupSockAddr = program.try_into().map_err(step("load"))?;
+            p.load().map_err(|e| load_error(hook, e))?;
+            // Links are always multi-attach: other cgroup programs (a CNI's) keep running.
+            p.attach(dir, CgroupAttachMode::Single).map_err(step("attach"))?;
+        }
+    }
+    Ok(())
+}
+
+fn load_error(hook: Hook, e: ProgramError) -> KernelError {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            KernelError::Verifier { program: hook.program, source: io_error, log: verifier_log.to_string() }
+        }
+        e => KernelError::Program { program: hook.program, what: "load", source: e },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The capture is meant to be moved into a spawned task.
+    #[test]
+    fn capture_is_send() {
+        fn send<T: Send>() {}
+        send::<KernelCapture>();
+        send::<KernelError>();
+    }
+
+    #[test]
+    fn hooks_name_distinct_programs_and_only_tcp_is_required() {
+        let names: HashSet<&str> = HOOKS.iter().map(|h| h.program).collect();
+        assert_eq!(names.len(), HOOKS.len());
+        let required: Vec<&str> = HOOKS.iter().filter(|h| h.required).map(|h| h.program).collect();
+        assert_eq!(required, [programs::INET_SOCK_SET_STATE, programs::SYS_EXIT_ACCEPT4]);
+    }
+}

@@ -1,0 +1,122 @@
+//! Kubernetes state from a kubectl JSON file that may change during a capture: the
+//! first read is a snapshot, every later change of the file becomes added / modified /
+//! deleted events stamped with the time it was noticed.
+//!
+//! The offline stand-in for a live watch: `kubectl get pods,services,endpointslices -A
+//! -o json > k8s.json` again mid-capture, and smap records what changed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use smap_replay::kubectl::parse_kubectl_json;
+use smap_replay::{ObjectAction, ObjectEvent, ObjectKind, ReplayError, TimeNs};
+
+/// A kubectl JSON file followed for changes.
+pub struct KubectlFile {
+    path: PathBuf,
+    modified: Option<SystemTime>,
+    known: BTreeMap<(ObjectKind, String, String), ObjectEvent>,
+    /// Items of kinds smap does not use, in the last read.
+    pub skipped: u64,
+}
+
+impl KubectlFile {
+    /// Reads the file once; every object becomes a snapshot event at `now`.
+    pub fn open(path: &Path, now: TimeNs) -> Result<(Self, Vec<ObjectEvent>), ReplayError> {
+        let mut file = KubectlFile { path: path.to_owned(), modified: None, known: BTreeMap::new(), skipped: 0 };
+        let events = file.read(now, true)?;
+        Ok((file, events))
+    }
+
+    /// Re-reads the file if it changed since the last read and returns what changed.
+    /// A file caught half-written (invalid JSON) is left for the next poll.
+    pub fn poll(&mut self, now: TimeNs) -> Vec<ObjectEvent> {
+        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        if modified.is_none() || modified == self.modified {
+            return Vec::new();
+        }
+        match self.read(now, false) {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::debug!("{error}; retrying at the next poll");
+                Vec::new()
+            }
+        }
+    }
+
+    fn read(&mut self, now: TimeNs, first: bool) -> Result<Vec<ObjectEvent>, ReplayError> {
+        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|source| ReplayError::Io { path: self.path.clone(), source })?;
+        let objects = parse_kubectl_json(&text, now)
+            .map_err(|reason| ReplayError::KubectlJson { path: self.path.clone(), reason })?;
+        self.modified = modified;
+        self.skipped = objects.skipped;
+        let mut current: BTreeMap<(ObjectKind, String, String), ObjectEvent> = BTreeMap::new();
+        for event in objects.events {
+            current.insert((event.kind, event.namespace.clone(), event.name.clone()), event);
+        }
+        let mut changes = Vec::new();
+        for (key, event) in &current {
+            let action = match self.known.get(key) {
+                _ if first => Some(ObjectAction::Snapshot),
+                None => Some(ObjectAction::Added),
+                Some(old) if old.object != event.object => Some(ObjectAction::Modified),
+                Some(_) => None,
+            };
+            if let Some(action) = action {
+                changes.push(ObjectEvent { action, ..event.clone() });
+            }
+        }
+        // Deletions first, so an IP freed and reused within one change is released
+        // before its new holder appears.
+        let mut deleted: Vec<ObjectEvent> = self
+            .known
+            .iter()
+            .filter(|(key, _)| !current.contains_key(*key))
+            .map(|(_, old)| ObjectEvent { action: ObjectAction::Deleted, time_ns: now, ..old.clone() })
+            .collect();
+        deleted.append(&mut changes);
+        self.known = current;
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn list(pods: &[(&str, &str)]) -> String {
+        let items: Vec<String> = pods
+            .iter()
+            .map(|(name, ip)| {
+                format!(r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"ns"}},"status":{{"podIP":"{ip}"}}}}"#)
+            })
+            .collect();
+        format!(r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#, items.join(","))
+    }
+
+    #[test]
+    fn changes_of_the_file_become_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k8s.json");
+        std::fs::write(&path, list(&[("a", "10.244.0.1"), ("b", "10.244.0.2")])).unwrap();
+        let (mut file, first) = KubectlFile::open(&path, 1).unwrap();
+        let actions: Vec<_> = first.iter().map(|e| (e.action, e.name.as_str(), e.time_ns)).collect();
+        assert_eq!(actions, vec![(ObjectAction::Snapshot, "a", 1), (ObjectAction::Snapshot, "b", 1)]);
+        assert!(file.poll(2).is_empty(), "unchanged file");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, list(&[("b", "10.244.0.9"), ("c", "10.244.0.1")])).unwrap();
+        let changes: Vec<_> = file.poll(3).iter().map(|e| (e.action, e.name.clone(), e.time_ns)).collect();
+        assert_eq!(
+            changes,
+            vec![
+                (ObjectAction::Deleted, "a".to_owned(), 3),
+                (ObjectAction::Modified, "b".to_owned(), 3),
+                (ObjectAction::Added, "c".to_owned(), 3)
+            ]
+        );
+    }
+}

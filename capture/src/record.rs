@@ -1,0 +1,242 @@
+//! The live pipeline: kernel events and Kubernetes changes, merged into one time-ordered
+//! stream, written to a recording (segments finalized on a timer, so a crash or Ctrl-C
+//! loses at most the last checkpoint interval) and handed to a consumer such as the
+//! live engine of `smap watch`.
+//!
+//! The consumer sees exactly the order a replay of the recording produces (time, then
+//! objects before connections), so a live run and its replay give the same output.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use smap_replay::time::now_ns;
+use smap_replay::{
+    ConnEvent, ConnKind, Event, LossCounters, ObjectEvent, RecordingMeta, RecordingWriter, ReplayError, TimeNs,
+    WriterOptions,
+};
+
+use crate::kernel::{KernelCapture, KernelConfig, KernelCounters, KernelError, SkippedHook};
+use crate::kubectl_file::KubectlFile;
+
+/// Events from different CPUs reach user space slightly out of order; by default they
+/// are held this long (in event time) and sorted before anything consumes them.
+pub const DEFAULT_REORDER_WINDOW: Duration = Duration::from_millis(20);
+
+/// How a capture runs.
+#[derive(Clone, Debug)]
+pub struct CaptureOptions {
+    /// Recording directory to create; `None` records nothing (a watch without --record).
+    pub out: Option<PathBuf>,
+    /// Stop after this long; `None`: until the shutdown future resolves.
+    pub duration: Option<Duration>,
+    /// kubectl JSON file followed for Kubernetes state.
+    pub k8s_from: Option<PathBuf>,
+    /// Kernel capture settings (node name, table sizes...).
+    pub kernel: KernelConfig,
+    /// Segments are finalized this often.
+    pub checkpoint_every: Duration,
+    /// How long events are held to be put in time order.
+    pub reorder_window: Duration,
+    /// The resolved configuration, stored in the recording.
+    pub config: serde_json::Value,
+}
+
+/// What a capture did.
+#[derive(Clone, Debug, Default)]
+pub struct CaptureSummary {
+    /// Connection events written.
+    pub conn_events: u64,
+    /// TCP connections seen opening (connect or accept).
+    pub connections: u64,
+    /// Kubernetes object events written.
+    pub object_events: u64,
+    /// Kernel events lost.
+    pub dropped: u64,
+    /// Connections or flows evicted from the kernel's bounded tables.
+    pub evicted: u64,
+    /// Wall-clock time captured.
+    pub elapsed: Duration,
+    /// Optional hooks that could not be attached.
+    pub skipped: Vec<SkippedHook>,
+}
+
+/// Why a capture failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// Loading, attaching or reading the kernel programs failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// Writing the recording or reading the kubectl file failed.
+    #[error(transparent)]
+    Recording(#[from] ReplayError),
+}
+
+/// Consumes the time-ordered stream of a live capture.
+pub trait LiveConsumer {
+    /// Events in replay order. Called often, with small batches.
+    fn events(&mut self, events: &[Event]);
+    /// Called about every second with the current wall-clock time and the kernel's
+    /// counters, for consumers that act on the passing of time.
+    fn tick(&mut self, _now: TimeNs, _counters: &KernelCounters) {}
+    /// Called once the kernel programs are attached and the Kubernetes snapshot is in.
+    fn ready(&mut self) {}
+}
+
+/// A consumer that does nothing: plain `smap capture`.
+pub struct NoConsumer;
+
+impl LiveConsumer for NoConsumer {
+    fn events(&mut self, _events: &[Event]) {}
+}
+
+/// Holds events until the reorder window has passed, then releases them in replay order.
+struct Reorder {
+    pending: Vec<Event>,
+    newest: TimeNs,
+    window: TimeNs,
+    released: Vec<Event>,
+    connections: u64,
+}
+
+impl Reorder {
+    fn push_conns(&mut self, batch: &mut Vec<ConnEvent>) {
+        for event in batch.drain(..) {
+            self.newest = self.newest.max(event.time_ns);
+            if matches!(event.kind, ConnKind::TcpConnect | ConnKind::TcpAccept) {
+                self.connections += 1;
+            }
+            self.pending.push(Event::Conn(event));
+        }
+    }
+
+    fn push_objects(&mut self, events: Vec<ObjectEvent>) {
+        for event in events {
+            self.newest = self.newest.max(event.time_ns);
+            self.pending.push(Event::Object(event));
+        }
+    }
+
+    /// Releases events older than the window (all of them with `flush`), ordered as
+    /// a replay merges them: by time, objects first at equal times.
+    fn release(&mut self, flush: bool) -> &[Event] {
+        let horizon = if flush { TimeNs::MAX } else { self.newest.saturating_sub(self.window) };
+        let rank = |e: &Event| (e.time_ns(), matches!(e, Event::Conn(_)));
+        self.pending.sort_by_key(rank);
+        let ready = self.pending.partition_point(|e| e.time_ns() <= horizon);
+        self.released.clear();
+        self.released.extend(self.pending.drain(..ready));
+        &self.released
+    }
+}
+
+fn write_events(writer: Option<&mut RecordingWriter>, events: &[Event]) -> Result<(), ReplayError> {
+    let Some(writer) = writer else { return Ok(()) };
+    for event in events {
+        match event {
+            Event::Conn(c) => writer.write_conn(c)?,
+            Event::Object(o) => writer.write_object(o)?,
+        }
+    }
+    Ok(())
+}
+
+fn losses(k: &KernelCounters) -> LossCounters {
+    LossCounters {
+        dropped: k.ringbuf_drops,
+        evicted: k.conn_evictions + k.udp_flow_evictions,
+        unparsed: k.events_malformed,
+    }
+}
+
+/// Runs a capture until `options.duration` passes or `shutdown` resolves, then flushes
+/// everything and marks the recording complete.
+pub async fn capture(
+    options: CaptureOptions,
+    shutdown: impl Future<Output = ()>,
+    consumer: &mut dyn LiveConsumer,
+) -> Result<CaptureSummary, CaptureError> {
+    let started = Instant::now();
+    let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut meta = RecordingMeta::new("capture", &options.kernel.node, kernel_release.trim());
+    meta.config = options.config.clone();
+    // Load the programs before creating the recording: a host that cannot run them
+    // leaves no empty recording behind.
+    let mut kernel = KernelCapture::start(options.kernel.clone())?;
+    for skipped in kernel.skipped() {
+        tracing::warn!("skipped {} ({}): {}; {}", skipped.program, skipped.hook, skipped.reason, skipped.consequence);
+    }
+    let mut writer = match &options.out {
+        Some(out) => Some(RecordingWriter::create(out, meta, WriterOptions::default())?),
+        None => None,
+    };
+    let window = i64::try_from(options.reorder_window.as_nanos()).unwrap_or(i64::MAX);
+    let mut reorder =
+        Reorder { pending: Vec::new(), newest: TimeNs::MIN, window, released: Vec::new(), connections: 0 };
+    let mut kubectl = match &options.k8s_from {
+        Some(path) => {
+            let (file, snapshot) = KubectlFile::open(path, now_ns())?;
+            reorder.push_objects(snapshot);
+            Some(file)
+        }
+        None => None,
+    };
+    consumer.ready();
+
+    let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
+    let sleep_until_deadline = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep_until_deadline, shutdown);
+    let mut checkpoint = tokio::time::interval(options.checkpoint_every);
+    checkpoint.tick().await;
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            () = &mut sleep_until_deadline => break,
+            () = &mut shutdown => break,
+            _ = checkpoint.tick() => {
+                if let Some(writer) = writer.as_mut() {
+                    writer.checkpoint(&losses(&kernel.counters()?))?;
+                }
+            }
+            _ = second.tick() => {
+                let now = now_ns();
+                if let Some(file) = kubectl.as_mut() {
+                    reorder.push_objects(file.poll(now));
+                }
+                consumer.tick(now, &kernel.counters()?);
+            }
+            read = kernel.next_batch(&mut batch) => {
+                read?;
+                reorder.push_conns(&mut batch);
+            }
+        }
+        let released = reorder.release(false);
+        write_events(writer.as_mut(), released)?;
+        consumer.events(released);
+    }
+    let counters = kernel.finish(&mut batch)?;
+    reorder.push_conns(&mut batch);
+    let released = reorder.release(true);
+    write_events(writer.as_mut(), released)?;
+    consumer.events(released);
+    let losses = losses(&counters);
+    let counters_written = match writer {
+        Some(writer) => writer.finish(&losses)?.counters,
+        None => smap_replay::Counters::default(),
+    };
+    Ok(CaptureSummary {
+        conn_events: counters_written.conn_events,
+        connections: reorder.connections,
+        object_events: counters_written.object_events,
+        dropped: losses.dropped,
+        evicted: losses.evicted,
+        elapsed: started.elapsed(),
+        skipped: kernel.skipped().to_vec(),
+    })
+}

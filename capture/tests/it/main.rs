@@ -1,0 +1,9 @@
+//! smap-capture's integration tests, one binary (modules below) so they build once.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    reason = "tests: a panic is the failure report, and skips are announced on stderr"
+)]
+
+mod kernel;

@@ -1,0 +1,70 @@
+//! `smap capture`: load the eBPF programs, follow Kubernetes state, record both.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use smap_capture::kernel::KernelConfig;
+use smap_capture::record::{capture, CaptureOptions, NoConsumer, DEFAULT_REORDER_WINDOW};
+
+use crate::cli::CaptureArgs;
+use crate::cmd::build::load_config;
+
+pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(args.config.as_deref())?;
+    let node = match args.node {
+        Some(node) => node,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .context("reading the hostname (give --node)")?,
+    };
+    let mut kernel = KernelConfig::new(node.as_str());
+    let max_connections = args.max_connections.unwrap_or(config.max_connections);
+    kernel.max_connections = u32::try_from(max_connections).context("--max-connections is too large")?;
+    let options = CaptureOptions {
+        out: Some(args.out.clone()),
+        duration: args.duration.map(Into::into),
+        k8s_from: args.k8s_from.clone(),
+        kernel,
+        checkpoint_every: args.checkpoint.into(),
+        reorder_window: DEFAULT_REORDER_WINDOW,
+        config: serde_json::to_value(&config).context("serializing config")?,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting runtime")?;
+    let summary = runtime
+        .block_on(capture(options, shutdown_signal(), &mut NoConsumer))
+        .with_context(|| format!("capturing into {}", args.out.display()))?;
+    #[expect(clippy::print_stdout, reason = "the command's one-line result")]
+    {
+        println!(
+            "captured {} events ({} connections, {} Kubernetes objects) in {:.1}s into {}; dropped {}, evicted {}{}",
+            summary.conn_events,
+            summary.connections,
+            summary.object_events,
+            summary.elapsed.as_secs_f64(),
+            args.out.display(),
+            summary.dropped,
+            summary.evicted,
+            if summary.skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; skipped hooks: {}", summary.skipped.iter().map(|s| s.hook).collect::<Vec<_>>().join(", "))
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM: the capture then flushes and finishes the recording.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        // Without signal handlers the capture still ends on --duration; a signal then
+        // kills the process, and the checkpointed segments survive.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,739 @@
+/* smap.bpf.c: kernel programs reporting TCP connects, accepts, closes, failed connects
+ * and UDP flows, with the owning process, network namespace and payload bytes.
+ *
+ * Built by ebpf/build.sh into the committed ebpf/smap.bpf.o; loaded by smap-capture.
+ *
+ * TCP: every transition of sock:inet_sock_set_state (tp_btf) keeps or reads an entry
+ * in `conns`, keyed by the struct sock address, that remembers who opened the socket:
+ * CLOSE->SYN_SENT runs in the connect()ing task (pid, comm) before the source port is
+ * chosen; SYN_SENT->ESTABLISHED has the full tuple but runs in softirq, so the two are
+ * joined here. accept() is seen at syscall exit, in the server's task. Any state ->
+ * CLOSE reports the socket's lifetime payload bytes.
+ *
+ * UDP: the cgroup sock_addr hooks see each unconnected datagram's peer (and connect()),
+ * and the optional sock:sock_{send,recv}_length tracepoints add byte counts. Flows
+ * are aggregated in `udp_flows`, which user space reads and ages; no per-datagram event
+ * leaves the kernel.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#include "kernel.h"
+#include "smap.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Knobs user space may override before loading (EbpfLoader::override_global). */
+/* Wake the reader once this many bytes are pending: per-event wakeups halve connection
+ * throughput; the reader also drains on a timer. */
+volatile const __u64 wakeup_bytes = 64 * 1024;
+
+/* Ring-buffer producer position at the last wakeup, shared by all CPUs (a lost race
+ * costs one wakeup too many or too few, and the timer drains anyway). */
+__u64 last_wake_pos = 0;
+
+/* Connection state remembered between the transitions of one TCP socket. */
+struct conn_state {
+	__u64 start_ns;
+	__u64 cookie;
+	__u64 cgroup_id;
+	__u32 pid;
+	__u8 side;
+	__u8 _pad[3];
+	char comm[SMAP_COMM_LEN];
+};
+
+/* Which hook saw the last datagram of a task, so the length tracepoint that follows in
+ * the same syscall can add its bytes to the right flow. */
+#define UDP_DIR_SEND 1
+#define UDP_DIR_RECV 2
+struct udp_pending {
+	struct smap_udp_key key;
+	__u32 dir;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024); /* bytes; user space may override */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* max_connections, overridable */
+	__type(key, __u64);         /* struct sock address */
+	__type(value, struct conn_state);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* max_connections, overridable */
+	__type(key, struct smap_udp_key);
+	__type(value, struct smap_event);
+} udp_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192); /* tasks inside a send/recv syscall at once */
+	__type(key, __u64);        /* pid_tgid */
+	__type(value, struct udp_pending);
+} udp_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SMAP_CTR_LEN);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		*v += 1; /* per-CPU slot: no other writer */
+}
+
+/* Commits an event without waking the reader: wakeups come from wake_reader below,
+ * never from a program whose lost runs would lose events. */
+static __always_inline void submit(struct smap_event *e)
+{
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+static __always_inline struct smap_event *reserve(void)
+{
+	struct smap_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count(SMAP_CTR_RINGBUF_DROPS);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	return e;
+}
+
+/* The thread-group leader's comm: a server's accepting thread is often named after a
+ * pool ("tokio-runtime-w", "http-nio-8080-e"), the process is what identifies it. */
+static __always_inline void leader_comm(char *comm)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+
+	if (!leader || bpf_core_read_str(comm, SMAP_COMM_LEN, &leader->comm) < 0)
+		bpf_get_current_comm(comm, SMAP_COMM_LEN);
+}
+
+static __always_inline __u32 sk_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* Local and remote address, ports and family of a TCP or UDP socket. The local port is
+ * read from inet_sport: skc_num is already zero when a socket reaches CLOSE. */
+static __always_inline void sk_tuple(const struct sock *sk, struct smap_event *e)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	e->family = family;
+	e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		__be32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__be32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+
+		__builtin_memcpy(e->saddr, &s, 4);
+		__builtin_memcpy(e->daddr, &d, 4);
+	} else {
+		BPF_CORE_READ_INTO((struct in6_addr *)e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)e->daddr, sk, __sk_common.skc_v6_daddr);
+	}
+}
+
+static __always_inline int is_inet_proto(const struct sock *sk, __u16 proto)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	return (family == AF_INET || family == AF_INET6) && BPF_CORE_READ(sk, sk_protocol) == proto;
+}
+
+/* Creates the entry for a socket unless one exists; returns it either way. */
+static __always_inline struct conn_state *conn_get_or_create(__u64 key, struct conn_state *init)
+{
+	struct conn_state *st = bpf_map_lookup_elem(&conns, &key);
+
+	if (st)
+		return st;
+	if (bpf_map_update_elem(&conns, &key, init, BPF_NOEXIST) == 0)
+		count(SMAP_CTR_CONN_INSERTS);
+	st = bpf_map_lookup_elem(&conns, &key);
+	if (!st)
+		count(SMAP_CTR_MAP_FULL);
+	return st;
+}
+
+/* Starts the entry of a socket that is just opening. An entry already there belongs to
+ * a freed socket whose CLOSE this program missed (the kernel skips nested runs) and
+ * whose memory the new one reuses: overwrite it, without counting a new entry. */
+static __always_inline void conn_start(__u64 key, struct conn_state *init)
+{
+	struct conn_state *st = bpf_map_lookup_elem(&conns, &key);
+
+	if (st) {
+		*st = *init;
+		return;
+	}
+	if (bpf_map_update_elem(&conns, &key, init, BPF_NOEXIST) == 0)
+		count(SMAP_CTR_CONN_INSERTS);
+	else if (!bpf_map_lookup_elem(&conns, &key))
+		count(SMAP_CTR_MAP_FULL);
+}
+
+static __always_inline void conn_delete(__u64 key)
+{
+	if (bpf_map_delete_elem(&conns, &key) == 0)
+		count(SMAP_CTR_CONN_DELETES);
+}
+
+static __always_inline void from_state(struct smap_event *e, const struct conn_state *st)
+{
+	e->start_ns = st->start_ns;
+	e->cgroup_id = st->cgroup_id;
+	e->pid = st->pid;
+	e->side = st->side;
+	__builtin_memcpy(e->comm, st->comm, SMAP_COMM_LEN);
+}
+
+/* --- TCP state changes --------------------------------------------------------------
+ *
+ * This program runs on every TCP state change of the host, and the kernel never runs
+ * it nested: if an interrupt's softirq changes a socket's state on a CPU where it is
+ * already running (in a task's connect() or close()), that change is skipped and
+ * counted as a recursion miss of the program (bpf_prog_info.recursion_misses, which
+ * user space reports). So it spends as little time as it can: transitions it ignores
+ * return before any memory access, and fields are read with plain loads through the
+ * BTF-typed pointers the tracepoint hands over, not with probe-read helper calls.
+ */
+
+static __always_inline void tcp_tuple(const struct sock *sk, const struct tcp_sock *tp,
+				      struct smap_event *e)
+{
+	__u16 family = sk->__sk_common.skc_family;
+
+	e->family = family;
+	/* skc_num is already zero at CLOSE; inet_sport is not. */
+	e->sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (family == AF_INET) {
+		__be32 s = sk->__sk_common.skc_rcv_saddr;
+		__be32 d = sk->__sk_common.skc_daddr;
+
+		__builtin_memcpy(e->saddr, &s, 4);
+		__builtin_memcpy(e->daddr, &d, 4);
+	} else {
+		__builtin_memcpy(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr, SMAP_ADDR_LEN);
+		__builtin_memcpy(e->daddr, &sk->__sk_common.skc_v6_daddr, SMAP_ADDR_LEN);
+	}
+	e->netns = sk->__sk_common.skc_net.net->ns.inum;
+}
+
+/* Payload bytes of a closing socket. bytes_acked counts the active opener's SYN and
+ * our FIN once acked; bytes_received counts the peer's FIN once it arrived (tcp_fin()
+ * sets SOCK_DONE). Our FIN is in write_seq from the moment it is queued, which only
+ * happens in the FIN_WAIT1, FIN_WAIT2, CLOSING and LAST_ACK states; it was acked if
+ * snd_una reached write_seq. */
+static __always_inline void close_bytes(const struct sock *sk, const struct tcp_sock *tp,
+					int oldstate, struct smap_event *e)
+{
+	__u64 acked = tp->bytes_acked;
+	__u64 received = tp->bytes_received;
+	__u64 not_payload = 0;
+
+	if ((oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING ||
+	     oldstate == TCP_LAST_ACK) &&
+	    tp->snd_una == tp->write_seq)
+		not_payload += 1;
+	if (e->side == SMAP_SIDE_CLIENT)
+		not_payload += 1;
+	else if (e->side == SMAP_SIDE_UNKNOWN)
+		e->flags |= SMAP_FLAG_SYN_UNCERTAIN;
+	e->bytes_sent = acked > not_payload ? acked - not_payload : 0;
+	if ((sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && received > 0)
+		received -= 1;
+	e->bytes_received = received;
+	e->retransmits = tp->total_retrans;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	__u64 key = (__u64)sk;
+	struct tcp_sock *tp;
+	struct conn_state *st;
+	struct smap_event *e;
+
+	switch (newstate) {
+	case TCP_SYN_SENT:
+	case TCP_SYN_RECV:
+	case TCP_ESTABLISHED:
+	case TCP_LISTEN:
+	case TCP_CLOSE:
+		break;
+	default:
+		return 0; /* FIN_WAIT*, CLOSE_WAIT, LAST_ACK...: nothing to record */
+	}
+	/* NULL for MPTCP and SCTP sockets, which share the tracepoint. */
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return 0;
+
+	if (newstate == TCP_SYN_SENT) {
+		/* connect(): the caller's task, before the source port exists. */
+		struct task_struct *task = bpf_get_current_task_btf();
+		struct conn_state init = {
+			.start_ns = bpf_ktime_get_boot_ns(),
+			.cookie = bpf_get_socket_cookie((void *)sk),
+			.cgroup_id = bpf_get_current_cgroup_id(),
+			.pid = bpf_get_current_pid_tgid() >> 32,
+			.side = SMAP_SIDE_CLIENT,
+		};
+
+		/* The process's name, not the calling thread's (often a pool worker's). */
+		__builtin_memcpy(init.comm, task->group_leader->comm, SMAP_COMM_LEN);
+		conn_start(key, &init);
+		return 0;
+	}
+
+	if (newstate == TCP_SYN_RECV || (newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_RECV)) {
+		/* A passive open: softirq, no owner yet; accept() fills it in. The child is
+		 * born in SYN_RECV; ESTABLISHED only creates the entry if that was missed. */
+		struct conn_state init = {
+			.start_ns = bpf_ktime_get_boot_ns(),
+			.cookie = bpf_get_socket_cookie((void *)sk),
+			.side = SMAP_SIDE_SERVER,
+		};
+
+		if (newstate == TCP_SYN_RECV)
+			conn_start(key, &init);
+		else
+			conn_get_or_create(key, &init);
+		return 0;
+	}
+
+	if (newstate == TCP_LISTEN) {
+		struct task_struct *task = bpf_get_current_task_btf();
+
+		e = reserve();
+		if (!e)
+			return 0;
+		e->kind = SMAP_KIND_TCP_LISTEN;
+		e->ts_ns = bpf_ktime_get_boot_ns();
+		e->cookie = bpf_get_socket_cookie((void *)sk);
+		e->cgroup_id = bpf_get_current_cgroup_id();
+		e->pid = bpf_get_current_pid_tgid() >> 32;
+		e->side = SMAP_SIDE_SERVER;
+		e->old_state = oldstate;
+		__builtin_memcpy(e->comm, task->group_leader->comm, SMAP_COMM_LEN);
+		tcp_tuple(sk, tp, e);
+		submit(e);
+		return 0;
+	}
+
+	if (newstate == TCP_ESTABLISHED) {
+		/* oldstate is SYN_SENT: the active open completed (softirq). */
+		struct conn_state init = {
+			.cookie = bpf_get_socket_cookie((void *)sk),
+			.side = SMAP_SIDE_CLIENT,
+		};
+
+		st = bpf_map_lookup_elem(&conns, &key);
+		if (!st) {
+			/* connect() began before capture, or its entry was evicted. */
+			count(SMAP_CTR_CONNECT_UNTRACKED);
+			st = conn_get_or_create(key, &init);
+		}
+		e = reserve();
+		if (!e)
+			return 0;
+		e->kind = SMAP_KIND_TCP_CONNECT;
+		e->ts_ns = bpf_ktime_get_boot_ns();
+		e->cookie = init.cookie;
+		e->side = SMAP_SIDE_CLIENT;
+		e->old_state = oldstate;
+		if (st)
+			from_state(e, st);
+		tcp_tuple(sk, tp, e);
+		submit(e);
+		return 0;
+	}
+
+	/* newstate == TCP_CLOSE. A listener closing, or a half-open passive socket dropped
+	 * before accept: no connection was reported for either. */
+	if (oldstate == TCP_LISTEN || oldstate == TCP_SYN_RECV || oldstate == TCP_CLOSE) {
+		conn_delete(key);
+		return 0;
+	}
+
+	st = bpf_map_lookup_elem(&conns, &key);
+	e = reserve();
+	if (!e) {
+		conn_delete(key);
+		return 0;
+	}
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->cookie = bpf_get_socket_cookie((void *)sk);
+	e->old_state = oldstate;
+	if (st)
+		from_state(e, st);
+	else
+		count(SMAP_CTR_CLOSE_UNTRACKED);
+	tcp_tuple(sk, tp, e);
+	if (oldstate == TCP_SYN_SENT) {
+		/* tcp_done_with_error() stores sk_err before the state changes. */
+		e->kind = SMAP_KIND_TCP_CONNECT_FAILED;
+		e->side = SMAP_SIDE_CLIENT;
+		e->error = sk->sk_err;
+	} else {
+		e->kind = SMAP_KIND_TCP_CLOSE;
+		close_bytes(sk, tp, oldstate, e);
+	}
+	conn_delete(key);
+	submit(e);
+	return 0;
+}
+
+/* Wakes the reader when wakeup_bytes are pending, with an 8-byte marker record that
+ * user space skips.
+ *
+ * A wakeup is an irq_work self-interrupt, delivered at once; the softirqs run on its
+ * way out can change another socket's state on this CPU. Done inside
+ * on_inet_sock_set_state, that nested state change would find the program still running
+ * and be skipped by the kernel (measured: about one lost close per wakeup under load).
+ * From this separate program on the same tracepoint, the nested change runs
+ * on_inet_sock_set_state normally, and only a nested run of this program is skipped,
+ * which loses nothing. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(wake_reader, const struct sock *sk, const int oldstate, const int newstate)
+{
+	__u64 prod = bpf_ringbuf_query(&events, BPF_RB_PROD_POS);
+	__u64 cons = bpf_ringbuf_query(&events, BPF_RB_CONS_POS);
+	__u64 marker = 0;
+
+	if (prod - cons < wakeup_bytes || prod - last_wake_pos < wakeup_bytes)
+		return 0;
+	last_wake_pos = prod;
+	bpf_ringbuf_output(&events, &marker, sizeof(marker), BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+/* The syscalls:sys_exit_* tracepoint record (see its format file in tracefs). */
+struct sys_exit_args {
+	__u64 common;
+	__s32 nr;
+	__s32 _pad;
+	__s64 ret;
+};
+
+/* accept()/accept4() returned fd: walk fd -> file -> socket -> sock in the server's
+ * task, which is the only place the server's pid is known. */
+static __always_inline int on_accept_exit(struct sys_exit_args *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds;
+	struct file *file = NULL;
+	struct socket *sock;
+	struct sock *sk;
+	struct fdtable *fdt;
+	struct conn_state *st;
+	struct smap_event *e;
+	__s64 fd = ctx->ret;
+	__u64 key;
+
+	if (fd < 0)
+		return 0;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock)
+		return 0;
+	sk = BPF_CORE_READ(sock, sk);
+	/* Unix and MPTCP sockets are accepted through the same syscall. */
+	if (!sk || !is_inet_proto(sk, IPPROTO_TCP))
+		return 0;
+
+	key = (__u64)sk;
+	st = bpf_map_lookup_elem(&conns, &key);
+	if (!st) {
+		/* Passive open before capture, or evicted: the cookie exists only if
+		 * something asked for it already. */
+		struct conn_state init = {
+			.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter),
+			.side = SMAP_SIDE_SERVER,
+		};
+
+		count(SMAP_CTR_ACCEPT_UNTRACKED);
+		st = conn_get_or_create(key, &init);
+		if (!st)
+			return 0;
+	}
+	st->pid = bpf_get_current_pid_tgid() >> 32;
+	st->cgroup_id = bpf_get_current_cgroup_id();
+	st->side = SMAP_SIDE_SERVER;
+	leader_comm(st->comm);
+
+	e = reserve();
+	if (!e)
+		return 0;
+	e->kind = SMAP_KIND_TCP_ACCEPT;
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->cookie = st->cookie;
+	e->netns = sk_netns(sk);
+	e->old_state = TCP_ESTABLISHED;
+	from_state(e, st);
+	sk_tuple(sk, e);
+	submit(e);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int on_sys_exit_accept4(struct sys_exit_args *ctx)
+{
+	return on_accept_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int on_sys_exit_accept(struct sys_exit_args *ctx)
+{
+	return on_accept_exit(ctx);
+}
+
+/* --- UDP --------------------------------------------------------------------------- */
+
+/* The calling task's network namespace: the cgroup hooks get a struct bpf_sock, from
+ * which the socket's own namespace cannot be read. A socket lives in the namespace its
+ * creator was in, so the two differ only for a task that changed namespace since. */
+static __always_inline __u32 task_netns(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+}
+
+/* Returns the flow of key, creating it with the calling task as owner. */
+static __always_inline struct smap_event *flow_get_or_create(struct smap_udp_key *key, __u8 side,
+							     __u32 netns)
+{
+	struct smap_event *f = bpf_map_lookup_elem(&udp_flows, key);
+	struct smap_event init = {};
+
+	if (f)
+		return f;
+	init.kind = SMAP_KIND_UDP_FLOW;
+	init.side = side;
+	init.start_ns = bpf_ktime_get_boot_ns();
+	init.ts_ns = init.start_ns;
+	init.cookie = key->cookie;
+	init.cgroup_id = bpf_get_current_cgroup_id();
+	init.pid = bpf_get_current_pid_tgid() >> 32;
+	init.netns = netns;
+	init.family = key->family;
+	init.dport = key->rport;
+	__builtin_memcpy(init.daddr, key->raddr, SMAP_ADDR_LEN);
+	leader_comm(init.comm);
+	if (bpf_map_update_elem(&udp_flows, key, &init, BPF_NOEXIST) == 0)
+		count(SMAP_CTR_UDP_FLOW_INSERTS);
+	f = bpf_map_lookup_elem(&udp_flows, key);
+	if (!f)
+		count(SMAP_CTR_MAP_FULL);
+	return f;
+}
+
+/* Local address of a cgroup-hook socket; filled late because an unbound socket only
+ * gets its port when it first sends or connects. */
+static __always_inline void flow_local_from_bpf_sock(struct smap_event *f, struct bpf_sock *sk)
+{
+	if (f->sport)
+		return;
+	f->sport = sk->src_port;
+	if (f->family == AF_INET) {
+		__u32 a = sk->src_ip4;
+
+		__builtin_memcpy(f->saddr, &a, 4);
+	} else {
+		__u32 a[4] = {sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3]};
+
+		__builtin_memcpy(f->saddr, a, SMAP_ADDR_LEN);
+	}
+}
+
+/* Peer address from a sock_addr hook: the destination for connect and sendmsg, the
+ * source of the datagram for recvmsg. family is a constant per program: the verifier
+ * rejects user_ip6 reads in the IPv4 hooks, so the other branch must compile away. */
+static __always_inline int udp_key_from_ctx(struct bpf_sock_addr *ctx, struct smap_udp_key *key,
+					    __u16 family)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	if (ctx->user_family != family)
+		return -1;
+	key->cookie = bpf_get_socket_cookie(ctx);
+	key->rport = bpf_ntohs((__u16)ctx->user_port);
+	key->family = family;
+	if (family == AF_INET) {
+		__u32 a = ctx->user_ip4;
+
+		__builtin_memcpy(key->raddr, &a, 4);
+	} else {
+		__u32 a[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
+
+		__builtin_memcpy(key->raddr, a, SMAP_ADDR_LEN);
+	}
+	return 0;
+}
+
+static __always_inline void udp_hook(struct bpf_sock_addr *ctx, __u32 dir, __u16 family)
+{
+	struct smap_udp_key key;
+	struct udp_pending pending = {};
+	struct smap_event *f;
+	struct bpf_sock *sk = ctx->sk;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if (!sk || sk->protocol != IPPROTO_UDP || udp_key_from_ctx(ctx, &key, family))
+		return;
+	f = flow_get_or_create(&key, dir == UDP_DIR_RECV ? SMAP_SIDE_SERVER : SMAP_SIDE_CLIENT,
+			       task_netns());
+	if (!f)
+		return;
+	flow_local_from_bpf_sock(f, sk);
+	f->ts_ns = bpf_ktime_get_boot_ns();
+	if (dir == UDP_DIR_SEND)
+		__sync_fetch_and_add(&f->datagrams_sent, 1);
+	else if (dir == UDP_DIR_RECV)
+		__sync_fetch_and_add(&f->datagrams_received, 1);
+	else
+		return; /* connect(): the flow exists now, nothing moved yet */
+	pending.key = key;
+	pending.dir = dir;
+	bpf_map_update_elem(&udp_pending, &pid_tgid, &pending, BPF_ANY);
+}
+
+SEC("cgroup/connect4")
+int on_connect4(struct bpf_sock_addr *ctx)
+{
+	udp_hook(ctx, 0, AF_INET);
+	return 1; /* observe only: never deny */
+}
+
+SEC("cgroup/connect6")
+int on_connect6(struct bpf_sock_addr *ctx)
+{
+	udp_hook(ctx, 0, AF_INET6);
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int on_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	udp_hook(ctx, UDP_DIR_SEND, AF_INET);
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int on_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	udp_hook(ctx, UDP_DIR_SEND, AF_INET6);
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int on_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	udp_hook(ctx, UDP_DIR_RECV, AF_INET);
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int on_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	udp_hook(ctx, UDP_DIR_RECV, AF_INET6);
+	return 1;
+}
+
+/* Bytes of one UDP send or receive, right after the protocol handler returned. If a
+ * cgroup hook of this task just saw the datagram's peer, the bytes go to that flow;
+ * otherwise the socket is connected and its peer is in the socket (the hooks do not run
+ * for sends and receives without an address, so the datagram is counted here). */
+static __always_inline void udp_length(struct sock *sk, int len, __u32 dir)
+{
+	struct smap_udp_key key = {};
+	struct udp_pending *p;
+	struct smap_event *f;
+	__u64 pid_tgid;
+	__u64 cookie;
+	__u16 family;
+
+	/* Runs for every send and receive on the host: filter with plain loads first. */
+	if (len <= 0 || sk->sk_protocol != IPPROTO_UDP)
+		return;
+	family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	pid_tgid = bpf_get_current_pid_tgid();
+	cookie = bpf_get_socket_cookie(sk);
+	p = bpf_map_lookup_elem(&udp_pending, &pid_tgid);
+	if (p && p->key.cookie == cookie && p->dir == dir) {
+		f = bpf_map_lookup_elem(&udp_flows, &p->key);
+		bpf_map_delete_elem(&udp_pending, &pid_tgid);
+		if (!f)
+			return;
+	} else {
+		struct smap_event t = {};
+
+		if (sk->__sk_common.skc_state != TCP_ESTABLISHED)
+			return; /* unconnected, and its hook is not attached */
+		sk_tuple(sk, &t);
+		key.cookie = cookie;
+		key.family = t.family;
+		key.rport = t.dport;
+		__builtin_memcpy(key.raddr, t.daddr, SMAP_ADDR_LEN);
+		f = flow_get_or_create(&key, dir == UDP_DIR_RECV ? SMAP_SIDE_SERVER : SMAP_SIDE_CLIENT,
+				       sk_netns(sk));
+		if (!f)
+			return;
+		if (!f->sport) {
+			f->sport = t.sport;
+			__builtin_memcpy(f->saddr, t.saddr, SMAP_ADDR_LEN);
+		}
+		if (dir == UDP_DIR_SEND)
+			__sync_fetch_and_add(&f->datagrams_sent, 1);
+		else
+			__sync_fetch_and_add(&f->datagrams_received, 1);
+	}
+	f->ts_ns = bpf_ktime_get_boot_ns();
+	f->flags |= SMAP_FLAG_UDP_BYTES;
+	if (dir == UDP_DIR_SEND)
+		__sync_fetch_and_add(&f->bytes_sent, len);
+	else
+		__sync_fetch_and_add(&f->bytes_received, len);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(on_sock_send_length, struct sock *sk, int ret, int flags)
+{
+	udp_length(sk, ret, UDP_DIR_SEND);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	udp_length(sk, ret, UDP_DIR_RECV);
+	return 0;
+}

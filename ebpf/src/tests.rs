@@ -1,0 +1,197 @@
+//! Layout tests: the Rust mirrors against the BTF that clang wrote into the object.
+//!
+//! The committed object carries BTF for `struct smap_event` (the `udp_flows` value)
+//! and `struct smap_udp_key` (its key). Reading their sizes and member offsets from
+//! there checks the Rust structs against what the kernel programs really write, not
+//! against a second hand-copied list.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a panic is the failure report")]
+
+use core::mem::{offset_of, size_of};
+use std::string::String;
+use std::vec::Vec;
+
+use super::{object, ConnState, Event, UdpFlowKey};
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes(b[off..off + 2].try_into().unwrap())
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+}
+
+fn u64_at(b: &[u8], off: usize) -> usize {
+    usize::try_from(u64::from_le_bytes(b[off..off + 8].try_into().unwrap())).unwrap()
+}
+
+fn cstr(b: &[u8], off: usize) -> &str {
+    let end = b[off..].iter().position(|&c| c == 0).unwrap();
+    core::str::from_utf8(&b[off..off + end]).unwrap()
+}
+
+/// The bytes of the ELF section named `name` (ELF64, little endian).
+fn section<'a>(elf: &'a [u8], name: &str) -> &'a [u8] {
+    assert_eq!(&elf[..4], b"\x7fELF");
+    let shoff = u64_at(elf, 0x28);
+    let shentsize = usize::from(u16_at(elf, 0x3a));
+    let shnum = usize::from(u16_at(elf, 0x3c));
+    let shstrndx = usize::from(u16_at(elf, 0x3e));
+    let header = |i: usize| &elf[shoff + i * shentsize..shoff + (i + 1) * shentsize];
+    let strtab = header(shstrndx);
+    let names = &elf[u64_at(strtab, 24)..u64_at(strtab, 24) + u64_at(strtab, 32)];
+    (0..shnum)
+        .map(header)
+        .find(|h| cstr(names, u32_at(h, 0) as usize) == name)
+        .map(|h| &elf[u64_at(h, 24)..u64_at(h, 24) + u64_at(h, 32)])
+        .unwrap_or_else(|| panic!("no section {name}"))
+}
+
+/// Size and (member name, byte offset) list of the BTF struct named `name`.
+fn btf_struct(name: &str) -> (usize, Vec<(String, usize)>) {
+    let btf = section(object(), ".BTF");
+    assert_eq!(u16_at(btf, 0), 0xeb9f, "BTF magic");
+    let hdr_len = u32_at(btf, 4) as usize;
+    let types = &btf[hdr_len + u32_at(btf, 8) as usize..][..u32_at(btf, 12) as usize];
+    let strings = &btf[hdr_len + u32_at(btf, 16) as usize..][..u32_at(btf, 20) as usize];
+    let mut off = 0;
+    while off < types.len() {
+        let name_off = u32_at(types, off) as usize;
+        let info = u32_at(types, off + 4);
+        let size = u32_at(types, off + 8) as usize;
+        let vlen = (info & 0xffff) as usize;
+        let kind = (info >> 24) & 0x1f;
+        let kind_flag = info >> 31 == 1;
+        off += 12;
+        // Bytes that follow the common header, per kind (include/uapi/linux/btf.h).
+        let extra = match kind {
+            1 | 14 | 17 => 4,
+            3 => 12,
+            4 | 5 | 15 | 19 => 12 * vlen,
+            6 | 13 => 8 * vlen,
+            _ => 0,
+        };
+        if kind == 4 && cstr(strings, name_off) == name {
+            let members = (0..vlen)
+                .map(|i| {
+                    let m = off + 12 * i;
+                    let bits = u32_at(types, m + 8);
+                    let bits = if kind_flag { bits & 0xff_ffff } else { bits };
+                    assert_eq!(bits % 8, 0, "{name}: bitfield member");
+                    let member = String::from(cstr(strings, u32_at(types, m) as usize));
+                    (member, bits as usize / 8)
+                })
+                .collect();
+            return (size, members);
+        }
+        off += extra;
+    }
+    panic!("struct {name} not in the object's BTF");
+}
+
+#[test]
+fn event_matches_the_c_struct() {
+    let (size, members) = btf_struct("smap_event");
+    assert_eq!(size, size_of::<Event>());
+    assert_eq!(size, Event::SIZE);
+    let rust = [
+        ("ts_ns", offset_of!(Event, ts_ns)),
+        ("start_ns", offset_of!(Event, start_ns)),
+        ("cookie", offset_of!(Event, cookie)),
+        ("cgroup_id", offset_of!(Event, cgroup_id)),
+        ("bytes_sent", offset_of!(Event, bytes_sent)),
+        ("bytes_received", offset_of!(Event, bytes_received)),
+        ("datagrams_sent", offset_of!(Event, datagrams_sent)),
+        ("datagrams_received", offset_of!(Event, datagrams_received)),
+        ("pid", offset_of!(Event, pid)),
+        ("netns", offset_of!(Event, netns)),
+        ("retransmits", offset_of!(Event, retransmits)),
+        ("family", offset_of!(Event, family)),
+        ("sport", offset_of!(Event, sport)),
+        ("dport", offset_of!(Event, dport)),
+        ("error", offset_of!(Event, error)),
+        ("kind", offset_of!(Event, kind)),
+        ("side", offset_of!(Event, side)),
+        ("flags", offset_of!(Event, flags)),
+        ("old_state", offset_of!(Event, old_state)),
+        ("saddr", offset_of!(Event, saddr)),
+        ("daddr", offset_of!(Event, daddr)),
+        ("comm", offset_of!(Event, comm)),
+    ];
+    let rust: Vec<(String, usize)> = rust.iter().map(|&(n, o)| (String::from(n), o)).collect();
+    assert_eq!(members, rust);
+}
+
+#[test]
+fn udp_flow_key_matches_the_c_struct() {
+    let (size, members) = btf_struct("smap_udp_key");
+    assert_eq!(size, size_of::<UdpFlowKey>());
+    let rust = [
+        ("cookie", offset_of!(UdpFlowKey, cookie)),
+        ("family", offset_of!(UdpFlowKey, family)),
+        ("rport", offset_of!(UdpFlowKey, rport)),
+        ("_pad", offset_of!(UdpFlowKey, pad)),
+        ("raddr", offset_of!(UdpFlowKey, raddr)),
+    ];
+    let rust: Vec<(String, usize)> = rust.iter().map(|&(n, o)| (String::from(n), o)).collect();
+    assert_eq!(members, rust);
+}
+
+#[test]
+fn conn_state_matches_the_c_struct() {
+    let (size, members) = btf_struct("conn_state");
+    assert_eq!(size, size_of::<ConnState>());
+    let rust = [
+        ("start_ns", offset_of!(ConnState, start_ns)),
+        ("cookie", offset_of!(ConnState, cookie)),
+        ("cgroup_id", offset_of!(ConnState, cgroup_id)),
+        ("pid", offset_of!(ConnState, pid)),
+        ("side", offset_of!(ConnState, side)),
+        ("_pad", offset_of!(ConnState, pad)),
+        ("comm", offset_of!(ConnState, comm)),
+    ];
+    let rust: Vec<(String, usize)> = rust.iter().map(|&(n, o)| (String::from(n), o)).collect();
+    assert_eq!(members, rust);
+}
+
+#[test]
+fn no_implicit_padding() {
+    // aya::Pod and from_bytes rely on every byte belonging to a field.
+    let event_fields = 8 * 8 + 3 * 4 + 4 * 2 + 4 + 3 * 16;
+    assert_eq!(size_of::<Event>(), event_fields);
+    assert_eq!(size_of::<UdpFlowKey>(), 8 + 2 + 2 + 4 + 16);
+    assert_eq!(size_of::<ConnState>(), 3 * 8 + 4 + 1 + 3 + 16);
+}
+
+#[test]
+fn object_is_aligned_elf_with_every_program() {
+    let obj = object();
+    assert_eq!(obj.as_ptr() as usize % 8, 0);
+    for sec in [
+        "tp_btf/inet_sock_set_state",
+        "tracepoint/syscalls/sys_exit_accept4",
+        "tracepoint/syscalls/sys_exit_accept",
+        "cgroup/connect4",
+        "cgroup/connect6",
+        "cgroup/sendmsg4",
+        "cgroup/sendmsg6",
+        "cgroup/recvmsg4",
+        "cgroup/recvmsg6",
+        "tp_btf/sock_send_length",
+        "tp_btf/sock_recv_length",
+    ] {
+        assert!(!section(obj, sec).is_empty(), "{sec}");
+    }
+}
+
+#[test]
+fn from_bytes_reads_a_record() {
+    let mut raw = [0u8; Event::SIZE];
+    raw[offset_of!(Event, pid)..][..4].copy_from_slice(&4242u32.to_ne_bytes());
+    raw[offset_of!(Event, kind)] = super::kind::TCP_CLOSE;
+    raw[offset_of!(Event, comm)..][..4].copy_from_slice(b"curl");
+    let e = Event::from_bytes(&raw).unwrap();
+    assert_eq!(e.pid, 4242);
+    assert_eq!(e.kind, super::kind::TCP_CLOSE);
+    assert_eq!(e.comm(), Some("curl"));
+    assert_eq!(Event::from_bytes(&raw[..Event::SIZE - 1]), None);
+}
