@@ -1,0 +1,360 @@
+//! `smap-e2e-peer`: the servers and clients the end-to-end harness runs inside pods.
+//! Each prints JSON lines on stdout (see `smap_e2e::peer`) and exits with a code that
+//! names the failure kind.
+//!
+//! ```text
+//! smap-e2e-peer serve-tcp PORT [--reply N]
+//! smap-e2e-peer serve-udp PORT
+//! smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS]
+//! smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS]
+//! smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS]
+//! ```
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use smap_e2e::peer::{
+    request, requested_reply, CallErrorKind, CallReport, Exchange, ServerEvent, HEADER_LEN, MAX_UDP_PAYLOAD,
+};
+use socket2::{Domain, Protocol, Socket, Type};
+
+const USAGE: &str = "usage:
+  smap-e2e-peer serve-tcp PORT [--reply N]
+  smap-e2e-peer serve-udp PORT
+  smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS]
+  smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS]
+  smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS] [--timeout-ms MS]";
+
+/// Zeros written in chunks of this size.
+const CHUNK: usize = 64 * 1024;
+
+/// Exit code of a usage error.
+const USAGE_EXIT: u8 = 2;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match Args::parse(&args).and_then(|a| run(&a)) {
+        Ok(code) => code,
+        Err(message) => {
+            let _ = writeln!(io::stderr(), "smap-e2e-peer: {message}\n{USAGE}");
+            ExitCode::from(USAGE_EXIT)
+        }
+    }
+}
+
+/// The command line, resolved before doing anything.
+struct Args {
+    command: String,
+    positional: Vec<String>,
+    reply: u64,
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+impl Args {
+    fn parse(args: &[String]) -> Result<Args, String> {
+        let mut iter = args.iter();
+        let command = iter.next().ok_or("no command")?.clone();
+        let mut parsed = Args {
+            command,
+            positional: Vec::new(),
+            reply: 0,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        };
+        while let Some(arg) = iter.next() {
+            let mut value = |name: &str| -> Result<u64, String> {
+                let text = iter.next().ok_or_else(|| format!("{name} needs a value"))?;
+                text.parse().map_err(|e| format!("{name} {text}: {e}"))
+            };
+            match arg.as_str() {
+                "--reply" => parsed.reply = value(arg)?,
+                "--connect-timeout-ms" => parsed.connect_timeout = Duration::from_millis(value(arg)?.max(1)),
+                "--timeout-ms" => parsed.timeout = Duration::from_millis(value(arg)?.max(1)),
+                flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
+                _ => parsed.positional.push(arg.clone()),
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn arg<T: std::str::FromStr>(&self, index: usize, name: &str) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let text = self.positional.get(index).ok_or_else(|| format!("missing {name}"))?;
+        text.parse().map_err(|e| format!("{name} {text}: {e}"))
+    }
+}
+
+fn run(args: &Args) -> Result<ExitCode, String> {
+    match args.command.as_str() {
+        "serve-tcp" => Ok(serve_tcp(args.arg(0, "PORT")?, args.reply)),
+        "serve-udp" => Ok(serve_udp(args.arg(0, "PORT")?)),
+        "tcp-call" => {
+            let target = args.arg(0, "ADDR:PORT")?;
+            let (send, recv) = (args.arg(1, "SEND")?, args.arg(2, "RECV")?);
+            Ok(finish(tcp_call(target, send, recv, args)))
+        }
+        "udp-call" => {
+            let target = args.arg(0, "ADDR:PORT")?;
+            let send: u64 = args.arg(1, "SEND")?;
+            let recv = if args.positional.len() > 2 { args.arg(2, "RECV")? } else { send };
+            if send > MAX_UDP_PAYLOAD || recv > MAX_UDP_PAYLOAD {
+                return Err(format!("a datagram carries at most {MAX_UDP_PAYLOAD} bytes"));
+            }
+            Ok(finish(udp_call(target, send, recv, args)))
+        }
+        "tcp-hold" => Ok(finish(tcp_hold(args.arg(0, "ADDR:PORT")?, args))),
+        other => Err(format!("unknown command {other}")),
+    }
+}
+
+/// Prints one JSON line and flushes: the harness reads stdout line by line, and the
+/// servers print from several threads.
+fn emit<T: serde::Serialize>(value: &T) {
+    let Ok(line) = serde_json::to_string(value) else { return };
+    let mut out = io::stdout().lock();
+    // A closed stdout (the harness went away) must not take the server down.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Prints the final report and turns its outcome into the exit code.
+fn finish(report: CallReport) -> ExitCode {
+    emit(&report);
+    match report.error {
+        None => ExitCode::SUCCESS,
+        Some(kind) => ExitCode::from(kind.exit_code()),
+    }
+}
+
+/// Accepts forever; one thread per connection, since a held connection blocks its
+/// reader until the client lets go.
+fn serve_tcp(port: u16, default_reply: u64) -> ExitCode {
+    let listener = match TcpListener::bind(("0.0.0.0", port)) {
+        Ok(l) => l,
+        Err(e) => return fail_to_start("bind", &e),
+    };
+    let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], port)));
+    emit(&ServerEvent::Ready { pid: std::process::id(), local });
+    for stream in listener.incoming() {
+        // ECONNABORTED and the like concern one connection, not the server.
+        let Ok(stream) = stream else { continue };
+        std::thread::spawn(move || emit(&ServerEvent::Tcp(serve_connection(stream, default_reply))));
+    }
+    ExitCode::SUCCESS
+}
+
+fn serve_connection(mut stream: TcpStream, default_reply: u64) -> Exchange {
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut exchange = Exchange {
+        peer: stream.peer_addr().unwrap_or(unknown),
+        local: stream.local_addr().unwrap_or(unknown),
+        received: 0,
+        sent: 0,
+        error: None,
+        detail: None,
+    };
+    let result = (|| -> io::Result<()> {
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let take = (HEADER_LEN - header.len()).min(n);
+            header.extend_from_slice(&buf[..take]);
+            exchange.received += n as u64;
+        }
+        let reply = requested_reply(&header).unwrap_or(default_reply);
+        write_zeros(&mut stream, reply, &mut exchange.sent)?;
+        stream.shutdown(Shutdown::Write)
+    })();
+    if let Err(e) = result {
+        exchange.error = Some(CallErrorKind::of(&e));
+        exchange.detail = Some(e.to_string());
+    }
+    exchange
+}
+
+fn serve_udp(port: u16) -> ExitCode {
+    let socket = match UdpSocket::bind(("0.0.0.0", port)) {
+        Ok(s) => s,
+        Err(e) => return fail_to_start("bind", &e),
+    };
+    let local = socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], port)));
+    emit(&ServerEvent::Ready { pid: std::process::id(), local });
+    let mut buf = vec![0u8; 65_536];
+    let zeros = vec![0u8; 65_536];
+    loop {
+        let Ok((n, peer)) = socket.recv_from(&mut buf) else { continue };
+        // A datagram without header is echoed at its own size, as a DNS answer roughly is.
+        let reply = requested_reply(&buf[..n]).unwrap_or(n as u64).min(MAX_UDP_PAYLOAD);
+        let mut exchange = Exchange { peer, local, received: n as u64, sent: 0, error: None, detail: None };
+        match socket.send_to(&zeros[..reply as usize], peer) {
+            Ok(sent) => exchange.sent = sent as u64,
+            Err(e) => {
+                exchange.error = Some(CallErrorKind::of(&e));
+                exchange.detail = Some(e.to_string());
+            }
+        }
+        emit(&ServerEvent::Udp(exchange));
+    }
+}
+
+fn fail_to_start(what: &str, error: &io::Error) -> ExitCode {
+    let _ = writeln!(io::stderr(), "smap-e2e-peer: {what}: {error}");
+    ExitCode::from(CallErrorKind::of(error).exit_code())
+}
+
+fn write_zeros(stream: &mut impl Write, mut n: u64, counter: &mut u64) -> io::Result<()> {
+    let zeros = [0u8; CHUNK];
+    while n > 0 {
+        let len = n.min(CHUNK as u64) as usize;
+        stream.write_all(&zeros[..len])?;
+        *counter += len as u64;
+        n -= len as u64;
+    }
+    Ok(())
+}
+
+fn read_to_end(stream: &mut impl Read, counter: &mut u64) -> io::Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match stream.read(&mut buf)? {
+            0 => return Ok(()),
+            n => *counter += n as u64,
+        }
+    }
+}
+
+fn new_report(target: SocketAddr) -> CallReport {
+    CallReport {
+        pid: std::process::id(),
+        local: None,
+        remote: target,
+        sent: 0,
+        received: 0,
+        elapsed_ms: 0,
+        error: None,
+        detail: None,
+    }
+}
+
+fn fail(report: &mut CallReport, kind: CallErrorKind, detail: String) {
+    report.error = Some(kind);
+    report.detail = Some(detail);
+}
+
+fn unspecified(target: SocketAddr) -> SocketAddr {
+    if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    }
+}
+
+/// The source address the kernel would pick for `target`: connecting a UDP socket runs
+/// the route lookup without sending anything.
+fn route_source(target: SocketAddr) -> SocketAddr {
+    UdpSocket::bind(unspecified(target))
+        .and_then(|s| s.connect(target).and_then(|()| s.local_addr()))
+        .map(|a| SocketAddr::new(a.ip(), 0))
+        .unwrap_or_else(|_| unspecified(target))
+}
+
+/// Connects with the source address and port chosen before the SYN (bound to the
+/// routed source IP and port 0 first), so the report names them even when the
+/// connect fails.
+fn connect(target: SocketAddr, args: &Args, report: &mut CallReport) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+    socket.bind(&route_source(target).into())?;
+    report.local = socket.local_addr()?.as_socket();
+    socket.connect_timeout(&target.into(), args.connect_timeout)?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(args.timeout))?;
+    stream.set_write_timeout(Some(args.timeout))?;
+    Ok(stream)
+}
+
+fn tcp_call(target: SocketAddr, send: u64, recv: u64, args: &Args) -> CallReport {
+    let start = Instant::now();
+    let mut report = new_report(target);
+    let result = (|| -> io::Result<()> {
+        let mut stream = connect(target, args, &mut report)?;
+        let header = request(send.min(HEADER_LEN as u64) as usize, recv);
+        stream.write_all(&header)?;
+        report.sent += header.len() as u64;
+        write_zeros(&mut stream, send - header.len() as u64, &mut report.sent)?;
+        stream.shutdown(Shutdown::Write)?;
+        read_to_end(&mut stream, &mut report.received)
+    })();
+    if let Err(e) = result {
+        fail(&mut report, CallErrorKind::of(&e), e.to_string());
+    } else if report.received != recv {
+        let detail = format!("expected {recv} bytes, got {}", report.received);
+        fail(&mut report, CallErrorKind::UnexpectedLength, detail);
+    }
+    report.elapsed_ms = start.elapsed().as_millis() as u64;
+    report
+}
+
+fn udp_call(target: SocketAddr, send: u64, recv: u64, args: &Args) -> CallReport {
+    let start = Instant::now();
+    let mut report = new_report(target);
+    // Without a header the server echoes the datagram's size.
+    let expected = if send >= HEADER_LEN as u64 { recv } else { send };
+    let result = (|| -> io::Result<()> {
+        let socket = UdpSocket::bind(unspecified(target))?;
+        // Connected: ICMP port unreachable comes back as ECONNREFUSED on recv, and the
+        // local address shows the routed source IP.
+        socket.connect(target)?;
+        report.local = Some(socket.local_addr()?);
+        socket.set_read_timeout(Some(args.timeout))?;
+        report.sent = socket.send(&request(send as usize, recv))? as u64;
+        let mut buf = vec![0u8; 65_536];
+        report.received = socket.recv(&mut buf)? as u64;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        fail(&mut report, CallErrorKind::of(&e), e.to_string());
+    } else if report.received != expected {
+        let detail = format!("expected {expected} bytes, got {}", report.received);
+        fail(&mut report, CallErrorKind::UnexpectedLength, detail);
+    }
+    report.elapsed_ms = start.elapsed().as_millis() as u64;
+    report
+}
+
+/// Connects, reports, then holds the connection until stdin closes (or a signal ends
+/// the process, and the kernel closes the socket); then half-closes, reads to EOF and
+/// reports again.
+fn tcp_hold(target: SocketAddr, args: &Args) -> CallReport {
+    let start = Instant::now();
+    let mut report = new_report(target);
+    let mut stream = match connect(target, args, &mut report) {
+        Ok(stream) => stream,
+        Err(e) => {
+            fail(&mut report, CallErrorKind::of(&e), e.to_string());
+            report.elapsed_ms = start.elapsed().as_millis() as u64;
+            return report;
+        }
+    };
+    report.elapsed_ms = start.elapsed().as_millis() as u64;
+    emit(&report);
+    let mut sink = [0u8; 256];
+    let mut stdin = io::stdin();
+    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    // Held as long as the caller wanted: the server may take its time to answer now.
+    let _ = stream.set_read_timeout(None);
+    let result = stream.shutdown(Shutdown::Write).and_then(|()| read_to_end(&mut stream, &mut report.received));
+    if let Err(e) = result {
+        fail(&mut report, CallErrorKind::of(&e), e.to_string());
+    }
+    report.elapsed_ms = start.elapsed().as_millis() as u64;
+    report
+}
