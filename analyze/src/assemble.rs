@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use smap_replay::time::format_rfc3339;
 
 use crate::classify::{detect_type, detect_version, TypeInputs};
-use crate::cluster::{PodInfo, ServiceInfo, Workload};
+use crate::cluster::{Key, PodInfo, ServiceInfo, Workload};
 use crate::engine::Engine;
 use crate::resolve::EntityRef;
 use crate::topology::{Edge, Endpoints, Health, NodeKind, Service, ServiceType, Topology, Window, TOPOLOGY_SCHEMA};
@@ -111,7 +111,34 @@ impl Engine {
         }
     }
 
+    /// One node's details as of now (no dependencies or dependents), and the keys of the
+    /// pods behind it, for change events; `None` for a Service never seen. Pods are
+    /// sorted so a workload's details do not depend on hash order.
+    pub(crate) fn node_details(&self, entity: &EntityRef) -> Option<(Service, Vec<Key>)> {
+        Some(match entity {
+            EntityRef::Service(key) => {
+                let service = self.cluster().service(key)?;
+                self.service_node_and_pods(service)
+            }
+            EntityRef::Workload(w) => {
+                let mut pods: Vec<&PodInfo> = self.cluster().pods().filter(|p| &p.workload == w).collect();
+                pods.sort_by(|a, b| a.key.cmp(&b.key));
+                let keys = pods.iter().map(|p| p.key.clone()).collect();
+                (workload_node(self, w, &pods), keys)
+            }
+            EntityRef::External { ip, port } => {
+                let id = entity.id();
+                (external_node(self, &id["external/".len()..], *ip, *port), Vec::new())
+            }
+            EntityRef::Node(name) => (bare_node(name, NodeKind::Node, "", ServiceType::Other), Vec::new()),
+        })
+    }
+
     fn service_node(&self, service: &ServiceInfo) -> Service {
+        self.service_node_and_pods(service).0
+    }
+
+    fn service_node_and_pods(&self, service: &ServiceInfo) -> (Service, Vec<Key>) {
         let cluster = self.cluster();
         let exists = cluster.service_exists(&service.key);
         let endpoints = if exists { cluster.endpoints_of_service(service) } else { None };
@@ -141,7 +168,7 @@ impl Engine {
             port_names: service.ports.iter().map(|p| p.name.as_str()).collect(),
         };
         let config = self.config();
-        Service {
+        let node = Service {
             namespace: service.namespace.to_string(),
             name: service.name.to_string(),
             kind: NodeKind::Service,
@@ -156,7 +183,8 @@ impl Engine {
             dns_name: None,
             dependencies: Vec::new(),
             dependents: Vec::new(),
-        }
+        };
+        (node, pods.iter().map(|p| p.key.clone()).collect())
     }
 }
 

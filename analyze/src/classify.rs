@@ -5,7 +5,8 @@
 //! 2. the user's `type_rules` from the config, in order;
 //! 3. container images of the backing pods (`postgres` -> database, ...);
 //! 4. well-known labels (`app.kubernetes.io/name`, `app.kubernetes.io/component`);
-//! 5. ports (the Service ports, then target and container ports);
+//! 5. ports (the Service ports, then target and container ports; 80 and 443 only when
+//!    no other port is known);
 //! 6. port names (`http`, `grpc`... -> api);
 //! 7. `other`.
 //!
@@ -82,9 +83,11 @@ const PORT_TYPES: &[(u16, ServiceType)] = &[
     (8080, ServiceType::Api),
     (3000, ServiceType::Api),
     (8000, ServiceType::Api),
-    (80, ServiceType::Proxy),
-    (443, ServiceType::Proxy),
 ];
+
+/// 80 and 443 say "HTTP", which APIs serve as often as proxies do: they count only
+/// when no other port answers.
+const WEAK_PORT_TYPES: &[(u16, ServiceType)] = &[(80, ServiceType::Proxy), (443, ServiceType::Proxy)];
 
 const COMPONENT_TYPES: &[(&str, ServiceType)] = &[
     ("database", ServiceType::Database),
@@ -127,8 +130,10 @@ pub fn detect_type(inputs: &TypeInputs<'_>, rules: &[TypeRule], auto_detect: boo
             }
         }
     }
-    if let Some((_, t)) = inputs.ports.iter().find_map(|p| PORT_TYPES.iter().find(|(port, _)| port == p)) {
-        return *t;
+    for table in [PORT_TYPES, WEAK_PORT_TYPES] {
+        if let Some((_, t)) = inputs.ports.iter().find_map(|p| table.iter().find(|(port, _)| port == p)) {
+            return *t;
+        }
     }
     let api_name = |n: &&str| {
         let n = n.to_ascii_lowercase();

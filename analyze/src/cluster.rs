@@ -162,7 +162,8 @@ impl ClusterState {
                     self.insert_node(&event.name, &node);
                 }
             }),
-            ObjectKind::Namespace => Ok(()),
+            // Recorded for analyses that do not exist yet; resolution needs none of them.
+            ObjectKind::Namespace | ObjectKind::Ingress | ObjectKind::NetworkPolicy => Ok(()),
         };
         if parsed.is_err() {
             self.unparsed += 1;
@@ -202,6 +203,11 @@ impl ClusterState {
     /// All current Services.
     pub fn services(&self) -> impl Iterator<Item = &ServiceInfo> {
         self.services.values()
+    }
+
+    /// A current pod by `namespace/name`.
+    pub fn pod(&self, key: &str) -> Option<&PodInfo> {
+        self.pods.get(key)
     }
 
     /// All current pods.

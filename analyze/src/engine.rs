@@ -288,6 +288,12 @@ impl Engine {
     }
 
     fn on_flow(&mut self, e: &ConnEvent) -> Applied {
+        // A connected UDP socket that never moved a datagram (a route probe, say) is
+        // no traffic between services.
+        if e.bytes_sent == 0 && e.bytes_received == 0 {
+            self.stats.empty_flows += 1;
+            return Applied::default();
+        }
         let key = Self::key(e);
         let side = bit(e.side);
         let ttl = duration_ns(self.config.connection_ttl);

@@ -8,6 +8,7 @@ pub mod classify;
 pub mod cluster;
 pub mod config;
 pub mod engine;
+pub mod events;
 pub mod render;
 pub mod resolve;
 pub mod topology;

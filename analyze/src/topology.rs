@@ -202,6 +202,9 @@ pub struct BuildStats {
     pub unparsed: u64,
     /// Loopback events skipped (traffic inside one pod or host).
     pub loopback_events: u64,
+    /// UDP flow reports without a byte either way (connected, never used), skipped.
+    #[serde(default)]
+    pub empty_flows: u64,
     /// Edges left out by filters (namespaces, externals, min_connection_count).
     pub filtered_edges: u64,
 }

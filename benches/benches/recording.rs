@@ -1,4 +1,5 @@
 //! Recording write and read throughput, and bytes on disk per event.
+#![expect(clippy::print_stderr, reason = "the bytes-per-event figure is part of the benchmark's report")]
 
 use std::hint::black_box;
 

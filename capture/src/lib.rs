@@ -2,9 +2,14 @@
 //!
 //! [`kernel`] loads smap's eBPF programs and turns the kernel's connection events into
 //! [`smap_replay::ConnEvent`]s; [`kubectl_file`] follows Kubernetes state in a kubectl
-//! JSON file; [`record`] merges them into one time-ordered stream, records it and hands
-//! it to a live consumer.
+//! JSON file and [`k8s_api`] watches the Kubernetes API; [`record`] merges them into one
+//! time-ordered stream, records it and hands it to a live consumer; [`watch`] is the
+//! consumer of `smap watch` (change events, live state) and [`serve`] its HTTP endpoints.
 
+pub mod k8s_api;
 pub mod kernel;
 pub mod kubectl_file;
+pub mod netns_addr;
 pub mod record;
+pub mod serve;
+pub mod watch;

@@ -16,12 +16,30 @@ use smap_replay::{
     WriterOptions,
 };
 
+use crate::k8s_api::{K8sApiError, KubeCounters, KubeOptions, KubeWatch};
 use crate::kernel::{KernelCapture, KernelConfig, KernelCounters, KernelError, SkippedHook};
 use crate::kubectl_file::KubectlFile;
+use crate::netns_addr::NetnsAddresses;
 
 /// Events from different CPUs reach user space slightly out of order; by default they
 /// are held this long (in event time) and sorted before anything consumes them.
 pub const DEFAULT_REORDER_WINDOW: Duration = Duration::from_millis(20);
+
+/// Without kernel events, held events are released once they are this old (plus the
+/// reorder window) by the wall clock.
+const QUIET_RELEASE_NS: TimeNs = 1_000_000_000;
+
+/// Where Kubernetes state comes from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum K8sSource {
+    /// Nowhere: connections stay unattributed (IPs only).
+    #[default]
+    None,
+    /// A kubectl JSON file, followed for changes.
+    KubectlFile(PathBuf),
+    /// The Kubernetes API, listed and watched.
+    Api(KubeOptions),
+}
 
 /// How a capture runs.
 #[derive(Clone, Debug)]
@@ -30,8 +48,8 @@ pub struct CaptureOptions {
     pub out: Option<PathBuf>,
     /// Stop after this long; `None`: until the shutdown future resolves.
     pub duration: Option<Duration>,
-    /// kubectl JSON file followed for Kubernetes state.
-    pub k8s_from: Option<PathBuf>,
+    /// Where Kubernetes state comes from.
+    pub k8s: K8sSource,
     /// Kernel capture settings (node name, table sizes...).
     pub kernel: KernelConfig,
     /// Segments are finalized this often.
@@ -59,6 +77,8 @@ pub struct CaptureSummary {
     pub elapsed: Duration,
     /// Optional hooks that could not be attached.
     pub skipped: Vec<SkippedHook>,
+    /// What the Kubernetes API watch survived (zero without one).
+    pub k8s_api: KubeCounters,
 }
 
 /// Why a capture failed.
@@ -70,6 +90,9 @@ pub enum CaptureError {
     /// Writing the recording or reading the kubectl file failed.
     #[error(transparent)]
     Recording(#[from] ReplayError),
+    /// Watching the Kubernetes API failed in a way retrying cannot fix (RBAC, credentials).
+    #[error(transparent)]
+    K8sApi(#[from] K8sApiError),
 }
 
 /// Consumes the time-ordered stream of a live capture.
@@ -97,11 +120,14 @@ struct Reorder {
     window: TimeNs,
     released: Vec<Event>,
     connections: u64,
+    addresses: NetnsAddresses,
 }
 
 impl Reorder {
     fn push_conns(&mut self, batch: &mut Vec<ConnEvent>) {
-        for event in batch.drain(..) {
+        for mut event in batch.drain(..) {
+            let pid = event.pid;
+            self.addresses.fill(&mut event, pid);
             self.newest = self.newest.max(event.time_ns);
             if matches!(event.kind, ConnKind::TcpConnect | ConnKind::TcpAccept) {
                 self.connections += 1;
@@ -130,6 +156,14 @@ impl Reorder {
     }
 }
 
+/// The next batch of changes from the API watch; never resolves without one.
+async fn next_api_changes(watch: Option<&mut KubeWatch>) -> Result<Vec<ObjectEvent>, K8sApiError> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn write_events(writer: Option<&mut RecordingWriter>, events: &[Event]) -> Result<(), ReplayError> {
     let Some(writer) = writer else { return Ok(()) };
     for event in events {
@@ -141,11 +175,12 @@ fn write_events(writer: Option<&mut RecordingWriter>, events: &[Event]) -> Resul
     Ok(())
 }
 
-fn losses(k: &KernelCounters) -> LossCounters {
+fn losses(k: &KernelCounters, api: Option<&KubeWatch>) -> LossCounters {
     LossCounters {
-        dropped: k.ringbuf_drops,
+        // A recursion miss is a program run the kernel skipped: its event is lost too.
+        dropped: k.ringbuf_drops + k.recursion_misses,
         evicted: k.conn_evictions + k.udp_flow_evictions,
-        unparsed: k.events_malformed,
+        unparsed: k.events_malformed + api.map_or(0, |a| a.counters().unparsable),
     }
 }
 
@@ -160,6 +195,15 @@ pub async fn capture(
     let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut meta = RecordingMeta::new("capture", &options.kernel.node, kernel_release.trim());
     meta.config = options.config.clone();
+    // The API snapshot comes first: RBAC errors surface before anything is loaded, and
+    // the first connections already resolve against the cluster.
+    let (mut api, api_snapshot) = match &options.k8s {
+        K8sSource::Api(kube) => {
+            let (watch, snapshot) = KubeWatch::start(kube.clone()).await?;
+            (Some(watch), snapshot)
+        }
+        K8sSource::None | K8sSource::KubectlFile(_) => (None, Vec::new()),
+    };
     // Load the programs before creating the recording: a host that cannot run them
     // leaves no empty recording behind.
     let mut kernel = KernelCapture::start(options.kernel.clone())?;
@@ -171,15 +215,22 @@ pub async fn capture(
         None => None,
     };
     let window = i64::try_from(options.reorder_window.as_nanos()).unwrap_or(i64::MAX);
-    let mut reorder =
-        Reorder { pending: Vec::new(), newest: TimeNs::MIN, window, released: Vec::new(), connections: 0 };
-    let mut kubectl = match &options.k8s_from {
-        Some(path) => {
+    let mut reorder = Reorder {
+        pending: Vec::new(),
+        newest: TimeNs::MIN,
+        window,
+        released: Vec::new(),
+        connections: 0,
+        addresses: NetnsAddresses::default(),
+    };
+    reorder.push_objects(api_snapshot);
+    let mut kubectl = match &options.k8s {
+        K8sSource::KubectlFile(path) => {
             let (file, snapshot) = KubectlFile::open(path, now_ns())?;
             reorder.push_objects(snapshot);
             Some(file)
         }
-        None => None,
+        K8sSource::None | K8sSource::Api(_) => None,
     };
     consumer.ready();
 
@@ -201,7 +252,7 @@ pub async fn capture(
             () = &mut shutdown => break,
             _ = checkpoint.tick() => {
                 if let Some(writer) = writer.as_mut() {
-                    writer.checkpoint(&losses(&kernel.counters()?))?;
+                    writer.checkpoint(&losses(&kernel.counters()?, api.as_ref()))?;
                 }
             }
             _ = second.tick() => {
@@ -209,12 +260,16 @@ pub async fn capture(
                 if let Some(file) = kubectl.as_mut() {
                     reorder.push_objects(file.poll(now));
                 }
+                // A quiet kernel must not hold back Kubernetes changes: whatever is a
+                // second old is past any reordering (the ring buffer drains every 50 ms).
+                reorder.newest = reorder.newest.max(now - QUIET_RELEASE_NS);
                 consumer.tick(now, &kernel.counters()?);
             }
             read = kernel.next_batch(&mut batch) => {
                 read?;
                 reorder.push_conns(&mut batch);
             }
+            changes = next_api_changes(api.as_mut()) => reorder.push_objects(changes?),
         }
         let released = reorder.release(false);
         write_events(writer.as_mut(), released)?;
@@ -225,7 +280,7 @@ pub async fn capture(
     let released = reorder.release(true);
     write_events(writer.as_mut(), released)?;
     consumer.events(released);
-    let losses = losses(&counters);
+    let losses = losses(&counters, api.as_ref());
     let counters_written = match writer {
         Some(writer) => writer.finish(&losses)?.counters,
         None => smap_replay::Counters::default(),
@@ -238,5 +293,6 @@ pub async fn capture(
         evicted: losses.evicted,
         elapsed: started.elapsed(),
         skipped: kernel.skipped().to_vec(),
+        k8s_api: api.as_ref().map(KubeWatch::counters).unwrap_or_default(),
     })
 }

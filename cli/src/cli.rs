@@ -29,6 +29,9 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Load the eBPF programs and record connections and Kubernetes state (needs root).
     Capture(CaptureArgs),
+    /// Run the engine live (needs root): stream change events (NDJSON), serve /healthz,
+    /// /readyz, /metrics, /map and /stats, optionally record what was seen.
+    Watch(WatchArgs),
 }
 
 /// Output formats of `smap build`.
@@ -61,6 +64,14 @@ pub struct BuildArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = BuildFormat::Json)]
     pub format: BuildFormat,
+    /// Also print the change events (NDJSON, see docs/events.md) `smap watch` would
+    /// have streamed, to FILE or `-` for stdout (the default). With `-` the topology
+    /// is written only when --output is given.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    pub events: Option<PathBuf>,
+    /// With --events: also a `network_connection` event per connection event.
+    #[arg(long, requires = "events")]
+    pub debug_connections: bool,
 }
 
 /// `smap simulate`.
@@ -181,6 +192,29 @@ pub struct AnalyzeArgs {
     pub config: Option<PathBuf>,
 }
 
+/// Where `smap capture` and `smap watch` get Kubernetes state: `--k8s-from FILE`, else
+/// the API when asked (`--k8s-api`, `--kubeconfig`, `--context`) or when a cluster is
+/// found (in a pod, `$KUBECONFIG`, `~/.kube/config`) and the config's
+/// `enable_k8s_discovery` is on, else none. See docs/deploy.md.
+#[derive(Debug, Args)]
+pub struct K8sArgs {
+    /// `kubectl get pods,services,endpointslices -A -o json` output, followed for
+    /// changes, instead of the Kubernetes API.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["k8s_api", "kubeconfig", "context"])]
+    pub k8s_from: Option<PathBuf>,
+    /// Watch the Kubernetes API (list and watch Pods, Services, EndpointSlices, Nodes,
+    /// Namespaces, Ingresses, NetworkPolicies); an error if no cluster is configured.
+    #[arg(long)]
+    pub k8s_api: bool,
+    /// Kubeconfig for the API (implies --k8s-api). Default: $KUBECONFIG or
+    /// ~/.kube/config, else the pod's service account.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (implies --k8s-api). Default: the current context.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
 /// `smap capture`.
 #[derive(Debug, Args)]
 pub struct CaptureArgs {
@@ -190,13 +224,17 @@ pub struct CaptureArgs {
     /// Stop after this long (`30s`, `10m`); default: until SIGINT or SIGTERM.
     #[arg(long, value_name = "DURATION")]
     pub duration: Option<humantime::Duration>,
-    /// `kubectl get pods,services,endpointslices -A -o json` output, followed for
-    /// changes during the capture.
-    #[arg(long, value_name = "FILE")]
-    pub k8s_from: Option<PathBuf>,
+    /// Where Kubernetes state comes from.
+    #[command(flatten)]
+    pub k8s: K8sArgs,
     /// Node name stamped on events (default: the hostname).
     #[arg(long)]
     pub node: Option<String>,
+    /// cgroup v2 directory the socket hooks attach to (default: the first cgroup2 mount
+    /// in /proc/mounts). In a container, the host's hierarchy mounted in (its root sees
+    /// every pod).
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_path: Option<PathBuf>,
     /// Connections the kernel tracks at once (default: the config's max_connections).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -204,6 +242,47 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Finalize segments this often, bounding what a crash can lose.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub checkpoint: humantime::Duration,
+}
+
+/// `smap watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Where Kubernetes state comes from.
+    #[command(flatten)]
+    pub k8s: K8sArgs,
+    /// cgroup v2 directory the socket hooks attach to (default: the first cgroup2 mount
+    /// in /proc/mounts). In a container, the host's hierarchy mounted in (its root sees
+    /// every pod).
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_path: Option<PathBuf>,
+    /// Write the change events (NDJSON, see docs/events.md) here; `-` is stdout.
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    pub events: PathBuf,
+    /// Address of the HTTP endpoints (loopback by default; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = smap_capture::serve::DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// Also record the raw events into this new recording directory, for `smap build`.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+    /// Engine and capture configuration (YAML: the collector config's keys).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Stop after this long (`30s`, `10m`); default: until SIGINT or SIGTERM.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<humantime::Duration>,
+    /// Also emit a `network_connection` event per connection event.
+    #[arg(long)]
+    pub debug_connections: bool,
+    /// Node name stamped on events (default: the hostname).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Connections tracked at once, by the kernel and by the engine (default: the
+    /// config's max_connections).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// With --record: finalize segments this often, bounding what a crash can lose.
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     pub checkpoint: humantime::Duration,
 }

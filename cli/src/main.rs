@@ -35,6 +35,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Capture(args) => cmd::capture::run(args),
+        Command::Watch(args) => cmd::watch::run(args),
     }
 }
 

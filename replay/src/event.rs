@@ -163,6 +163,10 @@ pub enum ObjectKind {
     Node,
     /// core/v1 Namespace.
     Namespace,
+    /// networking.k8s.io/v1 Ingress (recorded for later analysis; the engine ignores it).
+    Ingress,
+    /// networking.k8s.io/v1 NetworkPolicy (recorded for later analysis; the engine ignores it).
+    NetworkPolicy,
 }
 
 impl ObjectKind {
@@ -174,6 +178,8 @@ impl ObjectKind {
             ObjectKind::EndpointSlice => "EndpointSlice",
             ObjectKind::Node => "Node",
             ObjectKind::Namespace => "Namespace",
+            ObjectKind::Ingress => "Ingress",
+            ObjectKind::NetworkPolicy => "NetworkPolicy",
         }
     }
 
@@ -185,6 +191,8 @@ impl ObjectKind {
             "EndpointSlice" => ObjectKind::EndpointSlice,
             "Node" => ObjectKind::Node,
             "Namespace" => ObjectKind::Namespace,
+            "Ingress" => ObjectKind::Ingress,
+            "NetworkPolicy" => ObjectKind::NetworkPolicy,
             _ => return None,
         })
     }

@@ -92,7 +92,8 @@ pub fn object_event(
 pub fn api_version(kind: ObjectKind) -> &'static str {
     match kind {
         ObjectKind::EndpointSlice => "discovery.k8s.io/v1",
-        _ => "v1",
+        ObjectKind::Ingress | ObjectKind::NetworkPolicy => "networking.k8s.io/v1",
+        ObjectKind::Pod | ObjectKind::Service | ObjectKind::Node | ObjectKind::Namespace => "v1",
     }
 }
 

@@ -96,16 +96,18 @@ impl Recording {
 
     /// Connection events in recorded order.
     pub fn conn_events(&self) -> ConnEvents {
-        ConnEvents {
+        StreamEvents {
             segments: SegmentBatches::new(Stream::Conn, self.conn_segments.clone()),
+            decode: decode_conn_batch,
             buffer: Vec::new().into_iter(),
         }
     }
 
     /// Kubernetes object events in recorded order.
     pub fn object_events(&self) -> ObjectEvents {
-        ObjectEvents {
+        StreamEvents {
             segments: SegmentBatches::new(Stream::Objects, self.object_segments.clone()),
+            decode: decode_object_batch,
             buffer: Vec::new().into_iter(),
         }
     }
@@ -214,40 +216,20 @@ fn arrow_error(path: &Path, e: ArrowError) -> ReplayError {
     ReplayError::Arrow { path: path.to_owned(), source: e }
 }
 
+/// Events of one stream, decoded a batch at a time.
+pub struct StreamEvents<T> {
+    segments: SegmentBatches,
+    decode: fn(&Path, &RecordBatch) -> Result<Vec<T>>,
+    buffer: std::vec::IntoIter<T>,
+}
+
 /// Iterator over a recording's connection events.
-pub struct ConnEvents {
-    segments: SegmentBatches,
-    buffer: std::vec::IntoIter<ConnEvent>,
-}
-
-impl Iterator for ConnEvents {
-    type Item = Result<ConnEvent>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(event) = self.buffer.next() {
-                return Some(Ok(event));
-            }
-            let (path, batch) = match self.segments.next_batch()? {
-                Ok(b) => b,
-                Err(e) => return Some(Err(e)),
-            };
-            match decode_conn_batch(&path, &batch) {
-                Ok(events) => self.buffer = events.into_iter(),
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
-}
-
+pub type ConnEvents = StreamEvents<ConnEvent>;
 /// Iterator over a recording's Kubernetes object events.
-pub struct ObjectEvents {
-    segments: SegmentBatches,
-    buffer: std::vec::IntoIter<ObjectEvent>,
-}
+pub type ObjectEvents = StreamEvents<ObjectEvent>;
 
-impl Iterator for ObjectEvents {
-    type Item = Result<ObjectEvent>;
+impl<T> Iterator for StreamEvents<T> {
+    type Item = Result<T>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -258,7 +240,7 @@ impl Iterator for ObjectEvents {
                 Ok(b) => b,
                 Err(e) => return Some(Err(e)),
             };
-            match decode_object_batch(&path, &batch) {
+            match (self.decode)(&path, &batch) {
                 Ok(events) => self.buffer = events.into_iter(),
                 Err(e) => return Some(Err(e)),
             }

@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity, clippy::too_many_arguments, missing_docs)]
 
 mod analysis;
+mod events;
 mod resolution;
 mod truth;

@@ -350,6 +350,16 @@ fn nodes_host_network_pods_and_externals() {
 }
 
 #[test]
+fn a_udp_flow_that_moved_no_byte_is_not_traffic() {
+    let mut events = shop();
+    // A connected UDP socket used only to learn a route, as many clients do.
+    events.push(Event::Conn(conn(ConnKind::UdpFlow, Side::Client, "10.244.1.10", 50000, "10.96.0.20", 80, T0 + MS)));
+    let t = run(Config::default(), events);
+    assert!(t.edges.is_empty());
+    assert_eq!(t.stats.empty_flows, 1);
+}
+
+#[test]
 fn loopback_is_not_an_edge() {
     let mut events = shop();
     events.push(Event::Conn(conn(ConnKind::TcpConnect, Side::Client, "127.0.0.1", 40000, "127.0.0.1", 15001, T0 + MS)));
@@ -364,7 +374,9 @@ fn namespace_filters_and_min_connection_count() {
     let mut events = shop();
     events.push(pod("kube-system", "coredns-1", "10.244.9.9", "coredns"));
     events.push(service("kube-system", "coredns", "10.96.0.53", 53, 53));
-    events.push(Event::Conn(conn(ConnKind::UdpFlow, Side::Client, "10.244.1.10", 50000, "10.96.0.53", 53, T0 + MS)));
+    let mut dns = conn(ConnKind::UdpFlow, Side::Client, "10.244.1.10", 50000, "10.96.0.53", 53, T0 + MS);
+    dns.bytes_sent = 40;
+    events.push(Event::Conn(dns));
     for i in 0..3 {
         events.push(Event::Conn(conn(
             ConnKind::TcpConnect,

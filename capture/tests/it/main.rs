@@ -6,4 +6,6 @@
     reason = "tests: a panic is the failure report, and skips are announced on stderr"
 )]
 
+mod deploy;
+mod k8s_api;
 mod kernel;

@@ -1,10 +1,12 @@
 //! `smap build`: recordings (plus an optional kubectl snapshot) to a topology.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use smap_analyze::events::{replay, ChangeEvent, EmitterOptions};
 use smap_analyze::render::{render, Format};
 use smap_analyze::{build_topology, BuildInput, Config, Topology};
 use smap_replay::kubectl::read_kubectl_file;
@@ -15,13 +17,27 @@ use crate::output::write_output;
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(args.config.as_deref())?;
-    let topology = build(&args.recordings, &args.k8s_from, config)?;
     let format = match args.format {
         BuildFormat::Json => Format::Json,
         BuildFormat::Dot => Format::Dot,
         BuildFormat::Mermaid => Format::Mermaid,
     };
-    write_output(args.output.as_deref(), &render(&topology, format))?;
+    let Some(events) = &args.events else {
+        let topology = build(&args.recordings, &args.k8s_from, config)?;
+        write_output(args.output.as_deref(), &render(&topology, format))?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let to_stdout = events.as_os_str() == "-";
+    let sink: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(fs_err::File::create(events).with_context(|| format!("creating --events {}", events.display()))?)
+    };
+    let options = EmitterOptions { debug_connections: args.debug_connections };
+    let topology = build_events(&args.recordings, &args.k8s_from, config, options, sink)?;
+    if args.output.is_some() || !to_stdout {
+        write_output(args.output.as_deref(), &render(&topology, format))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -39,6 +55,59 @@ pub fn build(
     k8s_from: &[impl AsRef<Path>],
     config: Config,
 ) -> anyhow::Result<Topology> {
+    let input = open_input(recordings, k8s_from)?;
+    let progress = progress_bar();
+    let mut on_progress = |n: u64| {
+        if let Some(bar) = &progress {
+            bar.set_position(n);
+        }
+    };
+    let topology = build_topology(input, config, &mut on_progress).context("building topology")?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    warn_losses(&topology);
+    Ok(topology)
+}
+
+/// Replays recordings as `smap watch` would have run them, writing the change events
+/// as NDJSON to `sink`; returns the topology at the end. A closed pipe ends the replay
+/// early and is reported as the error it is (the binary treats it as success).
+pub fn build_events(
+    recordings: &[impl AsRef<Path>],
+    k8s_from: &[impl AsRef<Path>],
+    config: Config,
+    options: EmitterOptions,
+    sink: Box<dyn Write>,
+) -> anyhow::Result<Topology> {
+    let input = open_input(recordings, k8s_from)?;
+    let mut writer = std::io::BufWriter::new(sink);
+    let mut failure: Option<std::io::Error> = None;
+    let mut write = |events: &[ChangeEvent]| {
+        let written = events.iter().try_for_each(|event| {
+            serde_json::to_writer(&mut writer, event).map_err(std::io::Error::from)?;
+            writer.write_all(b"\n")
+        });
+        match written {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(error) => {
+                failure = Some(error);
+                ControlFlow::Break(())
+            }
+        }
+    };
+    let tracker = replay(input, config, options, &mut |_| {}, &mut write).context("replaying recordings")?;
+    if let Some(error) = failure {
+        return Err(anyhow::Error::new(error).context("writing change events"));
+    }
+    writer.flush().context("writing change events")?;
+    let topology = tracker.engine().topology();
+    warn_losses(&topology);
+    Ok(topology)
+}
+
+/// Opens recordings and reads `--k8s-from` snapshots, stamped at the recordings' start.
+fn open_input(recordings: &[impl AsRef<Path>], k8s_from: &[impl AsRef<Path>]) -> anyhow::Result<BuildInput> {
     let mut opened = Vec::new();
     for path in recordings {
         let path = path.as_ref();
@@ -58,17 +127,10 @@ pub fn build(
         }
         snapshot.extend(objects.events);
     }
-    let progress = progress_bar();
-    let mut on_progress = |n: u64| {
-        if let Some(bar) = &progress {
-            bar.set_position(n);
-        }
-    };
-    let topology = build_topology(BuildInput { recordings: opened, snapshot }, config, &mut on_progress)
-        .context("building topology")?;
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
+    Ok(BuildInput { recordings: opened, snapshot })
+}
+
+fn warn_losses(topology: &Topology) {
     let stats = &topology.stats;
     if stats.unparsed > 0 {
         tracing::warn!("{} Kubernetes objects could not be parsed and were skipped", stats.unparsed);
@@ -76,7 +138,6 @@ pub fn build(
     if stats.dropped > 0 {
         tracing::warn!("the recordings report {} kernel events lost", stats.dropped);
     }
-    Ok(topology)
 }
 
 fn progress_bar() -> Option<indicatif::ProgressBar> {

@@ -18,12 +18,13 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
             .context("reading the hostname (give --node)")?,
     };
     let mut kernel = KernelConfig::new(node.as_str());
+    kernel.cgroup_path = args.cgroup_path.clone();
     let max_connections = args.max_connections.unwrap_or(config.max_connections);
     kernel.max_connections = u32::try_from(max_connections).context("--max-connections is too large")?;
     let options = CaptureOptions {
         out: Some(args.out.clone()),
         duration: args.duration.map(Into::into),
-        k8s_from: args.k8s_from.clone(),
+        k8s: crate::cmd::k8s::source(&args.k8s, &config),
         kernel,
         checkpoint_every: args.checkpoint.into(),
         reorder_window: DEFAULT_REORDER_WINDOW,

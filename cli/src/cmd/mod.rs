@@ -3,4 +3,6 @@
 pub mod analyze;
 pub mod build;
 pub mod capture;
+pub mod k8s;
 pub mod simulate;
+pub mod watch;

@@ -16,6 +16,17 @@ fn bookinfo_topology_json() {
     insta::assert_snapshot!("bookinfo_json", stdout(&out));
 }
 
+/// Recordings `smap capture` made of real traffic between network-namespace pods
+/// (see `e2e.rs`, which rewrites them with SMAP_UPDATE_FIXTURES=1).
+#[test]
+fn captured_recordings_replay_to_their_reviewed_topologies() {
+    for name in ["captured-shop", "captured-ip-reuse"] {
+        let out = smap(&["build", &format!("fixtures/recordings/{name}")]);
+        assert!(out.status.success(), "{name}");
+        insta::assert_snapshot!(name.replace('-', "_"), stdout(&out));
+    }
+}
+
 #[test]
 fn shop_topology_in_every_format() {
     let config = repo().join("fixtures/config/with-externals.yaml");

@@ -3,6 +3,9 @@
 
 mod analyze;
 mod build;
+mod deploy;
+mod e2e;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

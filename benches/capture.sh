@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Capture overhead, measured side by side in one run (this machine is noisy, so each
+# figure is a ratio against a baseline taken minutes apart at most):
+# - connect() throughput on loopback without a tracer, with `smap capture`, and with
+#   libbpf-tools `tcplife` (Debian package libbpf-tools) on the same load;
+# - events dropped at full speed (the highest rate with 0 drops is the full speed when
+#   drops stay 0);
+# - CPU and peak RSS of `smap capture` at 1k and 10k connections/s;
+# - bytes on disk per connection event.
+# Needs root. Usage: benches/capture.sh [CONNECTIONS] (default 40000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-40000}
+cargo build --release -q -p smap -p smap-benches
+smap=target/release/smap
+load=target/release/smap-loadgen
+out=target/bench-capture
+rm -rf "$out"; mkdir -p "$out"
+
+rate() { "$load" "$@" | awk '{print $3}'; }
+start_capture() {
+    rm -rf "$out/rec"
+    "$smap" capture --out "$out/rec" --node bench > "$out/summary.txt" 2> "$out/capture.err" &
+    cap=$!
+    while [ ! -f "$out/rec/recording.json" ]; do sleep 0.1; done
+    sleep 0.5
+}
+stop_capture() { kill -INT "$cap"; wait "$cap"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+base1=$(rate "$n" 2)
+start_capture
+with=$(rate "$n" 2)
+stop_capture
+summary=$(cat "$out/summary.txt")
+events=$(python3 -c "import json;print(json.load(open('$out/rec/recording.json'))['counters']['conn_events'])")
+bytes=$(cat "$out"/rec/conn-*.parquet | wc -c)
+tcplife_rate="-"
+if command -v tcplife >/dev/null; then
+    tcplife > /dev/null 2>&1 &
+    tl=$!
+    sleep 2
+    tcplife_rate=$(rate "$n" 2)
+    kill -INT "$tl"; wait "$tl" 2>/dev/null || true
+fi
+base2=$(rate "$n" 2)
+base=$(( (base1 + base2) / 2 ))
+echo "connect() throughput, $n loopback connections, 2 threads"
+echo "  no tracer:      $base conn/s (runs: $base1, $base2)"
+echo "  smap capture:   $with conn/s ($(python3 -c "print(f'{100*$with/$base:.1f}')")% of baseline)"
+[ "$tcplife_rate" = "-" ] || echo "  tcplife:        $tcplife_rate conn/s ($(python3 -c "print(f'{100*$tcplife_rate/$base:.1f}')")% of baseline)"
+echo "  capture summary: $summary"
+echo "  bytes on disk per connection event: $(python3 -c "print(f'{$bytes/$events:.2f}')") ($bytes bytes, $events events)"
+
+hz=$(getconf CLK_TCK)
+for r in 1000 10000; do
+    start_capture
+    before=$(cpu_ticks "$cap")
+    "$load" $(( r * 10 )) 2 "$r" > /dev/null
+    after=$(cpu_ticks "$cap")
+    rss=$(awk '/VmHWM/ {print $2}' "/proc/$cap/status")
+    stop_capture
+    echo "at $r conn/s for 10 s: smap capture CPU $(python3 -c "print(f'{100*($after-$before)/$hz/10:.1f}')")% of one core, peak RSS $(( rss / 1024 )) MiB; $(cat "$out/summary.txt")"
+done

@@ -1,0 +1,192 @@
+//! The live consumer of `smap watch`: folds the live stream through the same
+//! [`ChangeTracker`] `smap build --events` replays with, writes the change events as
+//! NDJSON, and publishes what the HTTP endpoints serve (see [`crate::serve`]).
+//!
+//! Idle time: the tracker only knows event time. Once a second the consumer advances
+//! it to the wall clock less [`IDLE_LAG`], so debounce windows and TTLs still end in a
+//! quiet cluster; the lag leaves room for events still on their way (kernel drain,
+//! reordering), which then cannot be overtaken by a timer, and the live stream stays
+//! the one a replay of its recording gives.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use serde_json::json;
+use smap_analyze::config::Config;
+use smap_analyze::events::{ChangeEvent, ChangeTracker, EmitterOptions, EVENT_TYPES};
+use smap_replay::time::format_rfc3339;
+use smap_replay::{Event, TimeNs};
+use tokio::sync::Notify;
+
+use crate::kernel::KernelCounters;
+use crate::record::LiveConsumer;
+use crate::serve::{LiveState, MetricsInput, Operation, Published};
+
+/// How far behind the wall clock idle time is advanced.
+pub const IDLE_LAG: Duration = Duration::from_secs(2);
+
+/// Feeds the change tracker, writes change events, publishes live state.
+pub struct WatchConsumer {
+    tracker: ChangeTracker,
+    sink: std::io::BufWriter<Box<dyn Write>>,
+    failure: Option<std::io::Error>,
+    stop: Arc<Notify>,
+    state: Arc<LiveState>,
+    buffer: Vec<ChangeEvent>,
+    kernel: Option<KernelCounters>,
+    idle_lag: TimeNs,
+    unpublished: bool,
+}
+
+impl WatchConsumer {
+    /// A consumer writing NDJSON change events to `sink` and publishing into `state`.
+    pub fn new(config: Config, options: EmitterOptions, sink: Box<dyn Write>, state: Arc<LiveState>) -> Self {
+        WatchConsumer {
+            tracker: ChangeTracker::new(config, options),
+            sink: std::io::BufWriter::new(sink),
+            failure: None,
+            stop: Arc::new(Notify::new()),
+            state,
+            buffer: Vec::new(),
+            kernel: None,
+            idle_lag: i64::try_from(IDLE_LAG.as_nanos()).unwrap_or(i64::MAX),
+            unpublished: true,
+        }
+    }
+
+    /// Notified when the consumer cannot go on (its output was closed): the capture's
+    /// shutdown future should include it.
+    pub fn stop_signal(&self) -> Arc<Notify> {
+        self.stop.clone()
+    }
+
+    /// The engine and emitter.
+    pub fn tracker(&self) -> &ChangeTracker {
+        &self.tracker
+    }
+
+    /// The stream ends: flushes pending changes and the final snapshot, publishes the
+    /// final state. Returns the first error writing the events, if any.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        self.tracker.finish(&mut self.buffer);
+        self.write();
+        self.publish();
+        match self.failure.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes and clears the buffered change events; after a failure they are dropped
+    /// (the pipeline goes on folding until the shutdown it asked for).
+    fn write(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        if self.failure.is_none() {
+            let written = self
+                .buffer
+                .iter()
+                .try_for_each(|event| {
+                    serde_json::to_writer(&mut self.sink, event).map_err(std::io::Error::from)?;
+                    self.sink.write_all(b"\n")
+                })
+                .and_then(|()| self.sink.flush());
+            if let Err(error) = written {
+                if error.kind() != std::io::ErrorKind::BrokenPipe {
+                    tracing::error!("writing change events: {error}; stopping");
+                }
+                self.failure = Some(error);
+                self.stop.notify_one();
+            }
+        }
+        self.buffer.clear();
+    }
+
+    /// Sets the metrics and, when anything changed, the map and stats the endpoints serve.
+    fn publish(&mut self) {
+        let engine = self.tracker.engine();
+        let emitter = self.tracker.emitter();
+        let counters = emitter.counters();
+        let gauges = emitter.gauges();
+        let engine_stats = engine.stats();
+        self.state.metrics().update(&MetricsInput {
+            counters,
+            gauges: &gauges,
+            connections_active: engine.live_connections() as u64,
+            engine_evicted: engine_stats.evicted,
+            kernel: self.kernel.as_ref(),
+        });
+        if !self.unpublished {
+            return;
+        }
+        self.unpublished = false;
+        let map = Bytes::from(engine.topology().to_json());
+        let change_events: serde_json::Map<String, serde_json::Value> =
+            EVENT_TYPES.iter().zip(counters.emitted).map(|(kind, n)| ((*kind).to_owned(), n.into())).collect();
+        let stats = json!({
+            "clock": emitter.clock().map(format_rfc3339),
+            "events": {
+                "conn": counters.conn_events.values().sum::<u64>(),
+                "object": counters.object_events.values().sum::<u64>(),
+            },
+            "change_events": change_events,
+            "map": {
+                "services": gauges.services,
+                "dependencies": gauges.dependencies,
+                "down": gauges.down,
+                "degraded": gauges.degraded,
+            },
+            "connections_active": engine.live_connections(),
+            "engine": engine_stats,
+            "kernel": self.kernel.as_ref().map(kernel_json),
+        });
+        self.state.publish(Published { map, stats });
+    }
+}
+
+fn kernel_json(k: &KernelCounters) -> serde_json::Value {
+    json!({
+        "events_received": k.events_received,
+        "events_malformed": k.events_malformed,
+        "ringbuf_drops": k.ringbuf_drops,
+        "conn_evictions": k.conn_evictions,
+        "udp_flow_evictions": k.udp_flow_evictions,
+        "udp_flow_reports": k.udp_flow_reports,
+        "close_untracked": k.close_untracked,
+        "recursion_misses": k.recursion_misses,
+    })
+}
+
+impl LiveConsumer for WatchConsumer {
+    fn events(&mut self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        for event in events {
+            self.tracker.apply(event, &mut self.buffer);
+        }
+        self.write();
+        self.unpublished = true;
+        self.state.metrics().observe(Operation::Batch, started.elapsed().as_secs_f64());
+    }
+
+    fn tick(&mut self, now: TimeNs, counters: &KernelCounters) {
+        let started = Instant::now();
+        self.kernel = Some(*counters);
+        self.tracker.advance(now.saturating_sub(self.idle_lag), &mut self.buffer);
+        if !self.buffer.is_empty() {
+            self.unpublished = true;
+        }
+        self.write();
+        self.publish();
+        self.state.metrics().observe(Operation::Tick, started.elapsed().as_secs_f64());
+    }
+
+    fn ready(&mut self) {
+        self.state.set_ready();
+    }
+}

@@ -1,0 +1,105 @@
+//! `smap watch`: the live pipeline through the change tracker, change events to stdout
+//! (or a file), HTTP endpoints on loopback, and optionally a recording of it all.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use smap_analyze::events::EmitterOptions;
+use smap_capture::kernel::KernelConfig;
+use smap_capture::record::{capture, CaptureOptions, DEFAULT_REORDER_WINDOW};
+use smap_capture::serve::{serve, LiveState};
+use smap_capture::watch::WatchConsumer;
+
+use crate::cli::WatchArgs;
+use crate::cmd::build::load_config;
+use crate::cmd::capture::shutdown_signal;
+
+pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let mut config = load_config(args.config.as_deref())?;
+    if let Some(max) = args.max_connections {
+        config.max_connections = max.max(1);
+    }
+    let node = match &args.node {
+        Some(node) => node.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .context("reading the hostname (give --node)")?,
+    };
+    let mut kernel = KernelConfig::new(node.as_str());
+    kernel.cgroup_path = args.cgroup_path.clone();
+    kernel.max_connections = u32::try_from(config.max_connections).context("--max-connections is too large")?;
+    let options = CaptureOptions {
+        out: args.record.clone(),
+        duration: args.duration.map(Into::into),
+        k8s: crate::cmd::k8s::source(&args.k8s, &config),
+        kernel,
+        checkpoint_every: args.checkpoint.into(),
+        reorder_window: DEFAULT_REORDER_WINDOW,
+        config: serde_json::to_value(&config).context("serializing config")?,
+    };
+    let sink: Box<dyn Write> = if args.events.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            fs_err::File::create(&args.events)
+                .with_context(|| format!("creating --events {}", args.events.display()))?,
+        )
+    };
+    let state = LiveState::new();
+    let emitter = EmitterOptions { debug_connections: args.debug_connections };
+    let mut consumer = WatchConsumer::new(config, emitter, sink, state.clone());
+    let stop = consumer.stop_signal();
+
+    // Two workers: the pipeline on one, so HTTP requests never wait for a batch.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting runtime")?;
+    let summary = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {} (give --listen)", args.listen))?;
+        let address = listener.local_addr().context("reading the listening address")?;
+        tracing::info!("serving /healthz /readyz /metrics /map /stats on http://{address}");
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, state.clone(), async move {
+            let _ = server_stopped.await;
+        }));
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = stop.notified() => {}
+            }
+        };
+        let summary = capture(options, shutdown, &mut consumer).await;
+        // Flush pending changes and the final snapshot whatever ended the capture.
+        let finished = consumer.finish();
+        let _ = stop_server.send(());
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!("HTTP server: {error}"),
+            Err(error) => tracing::warn!("HTTP server task: {error}"),
+        }
+        let summary = summary.context("watching")?;
+        finished.context("writing change events")?;
+        anyhow::Ok(summary)
+    })?;
+    let emitter = consumer.tracker().emitter();
+    let (counters, gauges) = (emitter.counters(), emitter.gauges());
+    tracing::info!(
+        "watched {} connection events and {} Kubernetes objects in {:.1}s: {} services, {} dependencies; dropped {}, evicted {}",
+        counters.conn_events.values().sum::<u64>(),
+        counters.object_events.values().sum::<u64>(),
+        summary.elapsed.as_secs_f64(),
+        gauges.services.values().sum::<u64>(),
+        gauges.dependencies,
+        summary.dropped,
+        summary.evicted,
+    );
+    if let Some(record) = &args.record {
+        tracing::info!("recorded into {}", record.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

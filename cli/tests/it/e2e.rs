@@ -1,0 +1,327 @@
+//! End to end, as root: `smap capture` loads the eBPF programs while real pods (network
+//! namespaces) call each other through real ClusterIPs (iptables DNAT), and `smap build`
+//! on the recording gives exactly the traffic the test made.
+//!
+//! Needs root, iproute2 and iptables; skipped with a printed reason elsewhere, and a
+//! failure under CI=true. The tests of this module take turns: every capture sees every
+//! socket on the machine, and the clusters reuse the same pod addresses.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use smap_e2e::{
+    require_root, CallOptions, CallReport, Cluster, ContainerPort, Owner, PodRef, PodSpec, ServicePort, ServiceSpec,
+};
+use smap_replay::{ConnKind, Recording, Side};
+
+use crate::{repo, smap, stderr};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const NS: &str = "shop";
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, 1, last)
+}
+
+/// A pod, with a process living in it as Kubernetes' pause container does.
+fn pod(cluster: &mut Cluster, name: &str, last: u8, app: &str, image: &str, ports: &[u16]) -> PodRef {
+    let ports: Vec<ContainerPort> = ports.iter().map(|p| ContainerPort::tcp(*p)).collect();
+    let pod = cluster
+        .add_pod(
+            PodSpec::new(NS, format!("{app}-5d8f7c9b4-{name}"), ip(last))
+                .label("app", app)
+                .owner(Owner::Deployment(app.to_owned()))
+                .container(app, image, ports),
+        )
+        .unwrap();
+    // The cluster kills it when the pod or the cluster goes away.
+    std::mem::forget(cluster.spawn_in(&pod, "sleep", ["3600"]).unwrap());
+    pod
+}
+
+struct Capture {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Capture {
+    /// Starts `smap capture` and waits until its programs are attached (the recording
+    /// directory appears once they are).
+    fn start(dir: &Path, kubectl: &Path, node: &str) -> Capture {
+        let out = dir.join("rec");
+        let child = Command::new(env!("CARGO_BIN_EXE_smap"))
+            .args(["capture", "--out", out.to_str().unwrap(), "--k8s-from", kubectl.to_str().unwrap(), "--node", node])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !out.join("recording.json").exists() {
+            assert!(started.elapsed() < Duration::from_secs(30), "capture did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Capture { child, dir: out }
+    }
+
+    /// Stops it as Ctrl-C does and returns its summary line.
+    fn stop(self) -> (PathBuf, String) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on a child we spawned and have not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        let output = self.child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "capture failed: {err}");
+        (self.dir, String::from_utf8(output.stdout).unwrap())
+    }
+}
+
+fn write_kubectl(cluster: &Cluster, path: &Path) {
+    let text = serde_json::to_string_pretty(&cluster.kubectl_json()).unwrap();
+    // Write then rename, so the capture never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn build(recording: &Path) -> Value {
+    let out = smap(&["build", recording.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn edges(topology: &Value) -> Vec<String> {
+    topology["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} -> {} {}/{} connections={} failed={} sent={} received={}",
+                e["source"].as_str().unwrap(),
+                e["destination"].as_str().unwrap(),
+                e["protocol"].as_str().unwrap(),
+                e["port"],
+                e["connections"],
+                e["failed"],
+                e["bytes_sent"],
+                e["bytes_received"]
+            )
+        })
+        .collect()
+}
+
+/// Times and counts of whatever else the machine did meanwhile (every capture sees all
+/// sockets: loopback chatter of other tests is counted, then left out) out, for
+/// snapshots.
+fn without_times(mut topology: Value) -> Value {
+    topology["window"] = Value::String("[window]".into());
+    for noisy in ["conn_events", "loopback_events", "empty_flows"] {
+        topology["stats"][noisy] = Value::String("[count]".into());
+    }
+    for edge in topology["edges"].as_array_mut().unwrap() {
+        edge["first_seen"] = Value::String("[time]".into());
+        edge["last_seen"] = Value::String("[time]".into());
+    }
+    topology
+}
+
+#[test]
+fn capture_records_clusterip_pod_ip_failed_and_udp_traffic_exactly() {
+    if !require_root("capture_records_clusterip_pod_ip_failed_and_udp_traffic_exactly") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new("cap").unwrap();
+    let web = pod(&mut cluster, "web1", 10, "web", "nginx:1.27", &[]);
+    let api = pod(&mut cluster, "api1", 20, "api", "registry.example/shop/api:2.4.1", &[8080]);
+    let db = pod(&mut cluster, "db1", 30, "orders-db", "postgres:16.4", &[5432]);
+    let dns = pod(&mut cluster, "dns1", 40, "dns", "coredns/coredns:1.11.1", &[]);
+    let api_svc = cluster
+        .add_service(
+            ServiceSpec::new(NS, "api", Ipv4Addr::new(10, 96, 0, 20))
+                .port(ServicePort::tcp(80, 8080))
+                .port(ServicePort::tcp(81, 8081))
+                .selector("app", "api"),
+        )
+        .unwrap();
+    cluster
+        .add_service(
+            ServiceSpec::new(NS, "orders-db", Ipv4Addr::new(10, 96, 0, 30))
+                .port(ServicePort::tcp(5432, 5432))
+                .selector("app", "orders-db"),
+        )
+        .unwrap();
+    let dns_svc = cluster
+        .add_service(
+            ServiceSpec::new(NS, "dns", Ipv4Addr::new(10, 96, 0, 53))
+                .port(ServicePort::udp(53, 5353))
+                .selector("app", "dns"),
+        )
+        .unwrap();
+    let ghost = cluster
+        .add_service(
+            ServiceSpec::new(NS, "ghost", Ipv4Addr::new(10, 96, 0, 99))
+                .port(ServicePort::tcp(80, 8080))
+                .endpoints([ip(99)]),
+        )
+        .unwrap();
+    cluster.blackhole(ip(99)).unwrap();
+    let _api_server = cluster.serve_tcp(&api, 8080).unwrap();
+    let mut db_server = cluster.serve_tcp(&db, 5432).unwrap();
+    let _dns_server = cluster.serve_udp(&dns, 5353).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = dir.path().join("k8s.json");
+    write_kubectl(&cluster, &kubectl);
+    let capture = Capture::start(dir.path(), &kubectl, cluster.node_name());
+
+    let mut calls: Vec<CallReport> = Vec::new();
+    for _ in 0..3 {
+        calls.push(cluster.tcp_call(&web, api_svc.addr(80), 1000, 2500).unwrap());
+    }
+    for _ in 0..2 {
+        calls.push(cluster.tcp_call(&web, db.addr(5432), 300, 700).unwrap());
+    }
+    assert!(calls.iter().all(CallReport::is_ok), "{calls:?}");
+    let refused = cluster.tcp_call(&web, api_svc.addr(81), 10, 10).unwrap();
+    assert!(!refused.is_ok());
+    let quick = CallOptions { connect_timeout: Duration::from_millis(500), ..CallOptions::default() };
+    let timed_out = cluster.tcp_call_with(&web, ghost.addr(80), 10, 10, quick).unwrap();
+    assert!(!timed_out.is_ok());
+    let udp = cluster.udp_call(&web, dns_svc.addr(53), 40, 120).unwrap();
+    assert!(udp.is_ok(), "{udp:?}");
+    let served = db_server.exchanges().unwrap();
+    // The kernel's close and the UDP flow report are asynchronous; give them a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let (recording, summary) = capture.stop();
+    assert!(summary.starts_with("captured "), "{summary}");
+
+    let topology = build(&recording);
+    let udp_events: Vec<String> = Recording::open(&recording)
+        .unwrap()
+        .conn_events()
+        .map(Result::unwrap)
+        .filter(|e| e.kind == ConnKind::UdpFlow)
+        .map(|e| {
+            format!(
+                "{:?} {}:{} -> {}:{} {}/{}",
+                e.side, e.src_ip, e.src_port, e.dst_ip, e.dst_port, e.bytes_sent, e.bytes_received
+            )
+        })
+        .collect();
+    assert_eq!(
+        edges(&topology),
+        [
+            "shop/web -> shop/api tcp/80 connections=3 failed=0 sent=3000 received=7500",
+            "shop/web -> shop/api tcp/81 connections=0 failed=1 sent=0 received=0",
+            "shop/web -> shop/dns udp/53 connections=1 failed=0 sent=40 received=120",
+            "shop/web -> shop/ghost tcp/80 connections=0 failed=1 sent=0 received=0",
+            "shop/web -> shop/orders-db tcp/5432 connections=2 failed=0 sent=600 received=1400",
+        ],
+        "UDP events: {udp_events:?}"
+    );
+    assert_eq!(topology["stats"]["both_ends_merged"], 6, "5 TCP connections and 1 UDP flow seen from both ends");
+    insta::assert_json_snapshot!("e2e_capture_topology", without_times(topology.clone()));
+
+    // The right processes: the client's connect and the server's accept carry their pids.
+    let events: Vec<_> = Recording::open(&recording).unwrap().conn_events().map(Result::unwrap).collect();
+    for call in &calls {
+        let port = call.local_port().unwrap();
+        let connect = events.iter().find(|e| e.kind == ConnKind::TcpConnect && e.src_port == port).unwrap();
+        assert_eq!((connect.pid, &*connect.comm, connect.side), (call.pid, "smap-e2e-peer", Side::Client));
+    }
+    let accepted: Vec<u16> = served.iter().map(|x| x.peer.port()).collect();
+    for port in accepted {
+        let accept = events.iter().find(|e| e.kind == ConnKind::TcpAccept && e.src_port == port).unwrap();
+        assert_eq!(accept.pid, db_server.pid(), "the server's pid, not the client's");
+    }
+    let failed: Vec<u16> = events.iter().filter(|e| e.kind == ConnKind::TcpConnectFailed).map(|e| e.error).collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed.contains(&111), "refused: {failed:?}");
+
+    // Replays are deterministic.
+    assert_eq!(build(&recording), topology);
+    if std::env::var_os("SMAP_UPDATE_FIXTURES").is_some() {
+        copy_fixture(&recording, "captured-shop", &kubectl);
+    }
+}
+
+#[test]
+fn a_connection_older_than_the_capture_and_an_ip_reused_mid_capture() {
+    if !require_root("a_connection_older_than_the_capture_and_an_ip_reused_mid_capture") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new("reuse").unwrap();
+    let web = pod(&mut cluster, "web1", 10, "web", "nginx:1.27", &[]);
+    let api = pod(&mut cluster, "api1", 20, "api", "registry.example/shop/api:2.4.1", &[8080]);
+    let api_svc = cluster
+        .add_service(
+            ServiceSpec::new(NS, "api", Ipv4Addr::new(10, 96, 0, 20))
+                .port(ServicePort::tcp(80, 8080))
+                .selector("app", "api"),
+        )
+        .unwrap();
+    cluster
+        .add_service(
+            ServiceSpec::new(NS, "cache", Ipv4Addr::new(10, 96, 0, 40))
+                .port(ServicePort::tcp(6379, 6379))
+                .selector("app", "cache"),
+        )
+        .unwrap();
+    let api_server = cluster.serve_tcp(&api, 8080).unwrap();
+    // Opened before the capture starts: only its close will be seen.
+    let held = cluster.tcp_hold(&web, api_svc.addr(80)).unwrap();
+    assert!(held.report().is_some_and(CallReport::is_ok));
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = dir.path().join("k8s.json");
+    write_kubectl(&cluster, &kubectl);
+    let capture = Capture::start(dir.path(), &kubectl, cluster.node_name());
+    let before = cluster.tcp_call(&web, api.addr(8080), 100, 200).unwrap();
+    assert!(before.is_ok(), "{before:?}");
+    held.release().unwrap();
+
+    // The api pod goes away and a cache pod gets its IP; kubectl output taken again.
+    drop(api_server);
+    cluster.delete_pod(&api).unwrap();
+    let cache = pod(&mut cluster, "cache1", 20, "cache", "redis:7.4", &[6379]);
+    assert_eq!(cache.ip, api.ip, "the IP is reused");
+    let _cache_server = cluster.serve_tcp(&cache, 6379).unwrap();
+    write_kubectl(&cluster, &kubectl);
+    // The capture polls the file every second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = cluster.tcp_call(&web, cache.addr(6379), 50, 60).unwrap();
+    assert!(after.is_ok(), "{after:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (recording, _) = capture.stop();
+
+    let topology = build(&recording);
+    assert_eq!(
+        edges(&topology),
+        [
+            "shop/web -> shop/api tcp/80 connections=2 failed=0 sent=100 received=200",
+            "shop/web -> shop/cache tcp/6379 connections=1 failed=0 sent=50 received=60",
+        ]
+    );
+    assert_eq!(topology["services"]["shop/api"]["health"], "down", "its only pod is gone");
+    if std::env::var_os("SMAP_UPDATE_FIXTURES").is_some() {
+        copy_fixture(&recording, "captured-ip-reuse", &kubectl);
+    }
+}
+
+fn copy_fixture(recording: &Path, name: &str, kubectl: &Path) {
+    let to = repo().join("fixtures/recordings").join(name);
+    let _ = std::fs::remove_dir_all(&to);
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(recording).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    std::fs::copy(kubectl, repo().join("fixtures/k8s").join(format!("{name}.json"))).unwrap();
+}
