@@ -325,3 +325,112 @@ fn copy_fixture(recording: &Path, name: &str, kubectl: &Path) {
     }
     std::fs::copy(kubectl, repo().join("fixtures/k8s").join(format!("{name}.json"))).unwrap();
 }
+
+/// Waits until `path` holds at least `lines` lines matching `needle`.
+fn wait_for_lines(path: &Path, needle: &str, lines: usize) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().filter(|l| l.contains(needle)).count() >= lines {
+            return text;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "waited for {lines} x {needle}:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn watch_streams_events_serves_metrics_and_map_and_replays_the_same() {
+    use crate::watch::{get, parse_prometheus, sample};
+
+    if !require_root("watch_streams_events_serves_metrics_and_map_and_replays_the_same") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new("watch").unwrap();
+    let web = pod(&mut cluster, "web1", 10, "web", "nginx:1.27", &[]);
+    let api = pod(&mut cluster, "api1", 20, "api", "registry.example/shop/api:2.4.1", &[8080]);
+    let db = pod(&mut cluster, "db1", 30, "orders-db", "postgres:16.4", &[5432]);
+    let api_svc = cluster
+        .add_service(
+            ServiceSpec::new(NS, "api", Ipv4Addr::new(10, 96, 0, 20))
+                .port(ServicePort::tcp(80, 8080))
+                .selector("app", "api"),
+        )
+        .unwrap();
+    let db_svc = cluster
+        .add_service(
+            ServiceSpec::new(NS, "orders-db", Ipv4Addr::new(10, 96, 0, 30))
+                .port(ServicePort::tcp(5432, 5432))
+                .selector("app", "orders-db"),
+        )
+        .unwrap();
+    let _api_server = cluster.serve_tcp(&api, 8080).unwrap();
+    let _db_server = cluster.serve_tcp(&db, 5432).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = dir.path().join("k8s.json");
+    write_kubectl(&cluster, &kubectl);
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "change_debounce: 100ms\nmin_emit_interval: 100ms\n").unwrap();
+    let (rec, events) = (dir.path().join("rec"), dir.path().join("events.ndjson"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let watch = Command::new(env!("CARGO_BIN_EXE_smap"))
+        .args(["watch", "--k8s-from", kubectl.to_str().unwrap(), "--record", rec.to_str().unwrap()])
+        .args(["--events", events.to_str().unwrap(), "--config", config.to_str().unwrap()])
+        .args(["--listen", &listen.to_string(), "--node", cluster.node_name()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(listen).is_err() || get(listen, "/readyz").0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(30), "watch never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The two Services; web, a workload without one, appears with its first call.
+    wait_for_lines(&events, "\"service_discovered\"", 2);
+
+    for _ in 0..3 {
+        assert!(cluster.tcp_call(&web, api_svc.addr(80), 500, 1500).unwrap().is_ok());
+    }
+    for _ in 0..2 {
+        assert!(cluster.tcp_call(&web, db_svc.addr(5432), 100, 300).unwrap().is_ok());
+    }
+    let live = wait_for_lines(&events, "\"dependency_detected\"", 2);
+    let detected: Vec<&str> = live.lines().filter(|l| l.contains("\"dependency_detected\"")).collect();
+    assert!(detected[0].contains("\"source\":\"shop/web\""), "{}", detected[0]);
+
+    // /map refreshes every second; the metrics count what the engine saw.
+    std::thread::sleep(Duration::from_millis(1300));
+    let (status, _, map) = get(listen, "/map");
+    assert_eq!(status, 200);
+    let map: Value = serde_json::from_str(&map).unwrap();
+    let (_, _, metrics) = get(listen, "/metrics");
+    let samples = parse_prometheus(&metrics);
+    assert_eq!(sample(&samples, "smap_dependencies_detected_total{cross_namespace=\"false\"}"), 2.0);
+    assert_eq!(sample(&samples, "smap_connections_tracked_total{protocol=\"tcp\"}"), 5.0);
+    assert_eq!(sample(&samples, "smap_ready"), 1.0);
+
+    // SIGTERM stops cleanly and flushes the recording and the event stream.
+    let pid = i32::try_from(watch.id()).unwrap();
+    // SAFETY: kill(2) on a child we spawned and have not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let output = watch.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let built = build(&rec);
+    assert_eq!(edges(&built), edges(&map), "/map is what smap build makes of the recording");
+    assert_eq!(
+        edges(&built),
+        [
+            "shop/web -> shop/api tcp/80 connections=3 failed=0 sent=1500 received=4500",
+            "shop/web -> shop/orders-db tcp/5432 connections=2 failed=0 sent=200 received=600",
+        ]
+    );
+    let replayed = smap(&["build", rec.to_str().unwrap(), "--config", config.to_str().unwrap(), "--events", "-"]);
+    assert!(replayed.status.success(), "{}", stderr(&replayed));
+    let live = std::fs::read_to_string(&events).unwrap();
+    assert_eq!(String::from_utf8(replayed.stdout).unwrap(), live, "the replay reproduces the live event stream");
+}

@@ -108,7 +108,7 @@ fn build_events_writes_to_a_file_and_the_topology_to_stdout() {
 }
 
 /// `GET path` over a fresh connection: (status, content type, body).
-fn get(address: SocketAddr, path: &str) -> (u16, String, String) {
+pub fn get(address: SocketAddr, path: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
@@ -125,7 +125,7 @@ fn get(address: SocketAddr, path: &str) -> (u16, String, String) {
 
 /// Parses the Prometheus text format strictly enough to catch a malformed line:
 /// returns (`name{labels}`, value) per sample.
-fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+pub fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
     let mut samples = Vec::new();
     let mut typed = std::collections::BTreeSet::new();
     for line in text.lines() {
@@ -160,7 +160,7 @@ fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
     samples
 }
 
-fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+pub fn sample(samples: &[(String, f64)], series: &str) -> f64 {
     samples.iter().find(|(s, _)| s == series).unwrap_or_else(|| panic!("no {series}")).1
 }
 
