@@ -249,7 +249,9 @@ impl Engine {
         let key = Self::key(e);
         let side = bit(e.side);
         let existing = self.conns.peek(&key).copied();
-        let joinable = existing.filter(|s| s.closed & side == 0 && (s.opened & side != 0 || self.within(s, e.time_ns)));
+        let joinable = existing.filter(|s| {
+            s.closed & side == 0 && (s.opened & side != 0 || s.opened & !s.closed != 0 || self.within(s, e.time_ns))
+        });
         let (mut state, new_edge) = match joinable {
             Some(mut state) => {
                 if state.opened & side == 0 {
@@ -338,23 +340,29 @@ impl Engine {
     }
 
     fn insert_conn(&mut self, key: ConnKey, state: ConnState) {
-        if let Some((evicted_key, _)) = self.conns.push(key, state) {
-            if evicted_key != key {
+        if let Some((evicted_key, evicted)) = self.conns.push(key, state) {
+            // A connection both of whose ends closed only waited for a late report:
+            // dropping it loses nothing.
+            let finished = evicted.closed != 0 && evicted.closed & evicted.opened == evicted.opened;
+            if evicted_key != key && !finished {
                 self.stats.evicted += 1;
             }
         }
     }
 
     /// Forgets connections that can see no more events: closed ones past the dedup
-    /// window, idle ones past connection_ttl. The table is in recency order, so this
-    /// stops at the first one still live.
+    /// window, UDP flows idle past connection_ttl. An open TCP connection is silent
+    /// until it closes however long it lives (a pool, a stream), so only the table's
+    /// capacity evicts it. The table is in recency order, so this stops at the first
+    /// one still live.
     fn expire(&mut self, now: TimeNs) {
         let dedup = duration_ns(self.config.dedup_window);
         let ttl = duration_ns(self.config.connection_ttl);
-        while let Some((_, state)) = self.conns.peek_lru() {
+        while let Some((key, state)) = self.conns.peek_lru() {
             let idle = now.saturating_sub(state.last);
             let finished = state.closed != 0 && state.closed & state.opened == state.opened;
-            if idle > ttl || (finished && idle > dedup) {
+            let idle_flow = key.protocol == Protocol::Udp && idle > ttl;
+            if idle_flow || (finished && idle > dedup) {
                 self.conns.pop_lru();
             } else {
                 break;

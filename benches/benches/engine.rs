@@ -41,5 +41,34 @@ fn topology(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fold, topology);
+/// Resolution of addresses against the cluster as of now: ClusterIPs, pod IPs (through
+/// EndpointSlices) and unknown addresses, on a 5,000-service cluster.
+fn resolution(c: &mut Criterion) {
+    use smap_analyze::cluster::ClusterState;
+    use smap_analyze::resolve::{resolve_destination, resolve_source};
+    use smap_replay::Event;
+
+    let events = simulated_events(5_000, 1_000);
+    let mut cluster = ClusterState::default();
+    let mut addresses = Vec::new();
+    for event in &events {
+        match event {
+            Event::Object(o) => cluster.apply(o),
+            Event::Conn(c) => addresses.push((c.src_ip, c.dst_ip, c.dst_port)),
+        }
+    }
+    let mut group = c.benchmark_group("resolution");
+    group.throughput(Throughput::Elements(addresses.len() as u64));
+    group.bench_function("destination_and_source_5000_services", |b| {
+        b.iter(|| {
+            for (src, dst, port) in &addresses {
+                black_box(resolve_destination(&cluster, dst, *port));
+                black_box(resolve_source(&cluster, src));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, fold, topology, resolution);
 criterion_main!(benches);

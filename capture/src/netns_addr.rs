@@ -12,13 +12,13 @@ use std::path::Path;
 
 use smap_replay::{ConnEvent, ConnKind, Side};
 
-/// Namespaces looked up are remembered, answer or not, up to this many.
+/// Namespace addresses found are remembered, up to this many.
 const CACHE_LIMIT: usize = 4096;
 
 /// Fills in the source address of UDP client flows that lack one.
 #[derive(Debug, Default)]
 pub struct NetnsAddresses {
-    cache: HashMap<u32, Option<Ipv4Addr>>,
+    cache: HashMap<u32, (Ipv4Addr, u32)>,
 }
 
 impl NetnsAddresses {
@@ -34,18 +34,12 @@ impl NetnsAddresses {
             Side::Client => (event.src_ip, event.dst_ip),
             Side::Server => (event.dst_ip, event.src_ip),
         };
-        if !local.is_unspecified() {
+        // fib_trie lists IPv4 addresses only; an IPv6 socket keeps its `::`.
+        if !local.is_unspecified() || !remote.is_ipv4() {
             return;
         }
-        let filled = if remote.is_loopback() {
-            Some(Ipv4Addr::LOCALHOST)
-        } else {
-            if self.cache.len() >= CACHE_LIMIT {
-                self.cache.clear();
-            }
-            let netns = event.netns;
-            *self.cache.entry(netns).or_insert_with(|| lookup(netns, hint_pid))
-        };
+        let filled =
+            if remote.is_loopback() { Some(Ipv4Addr::LOCALHOST) } else { self.address_of(event.netns, hint_pid) };
         if let Some(ip) = filled {
             match event.side {
                 Side::Client => event.src_ip = IpAddr::V4(ip),
@@ -55,10 +49,25 @@ impl NetnsAddresses {
     }
 }
 
-fn lookup(netns: u32, hint_pid: u32) -> Option<Ipv4Addr> {
-    let pid = if netns_of(hint_pid) == Some(netns) { Some(hint_pid) } else { find_process_in(netns) };
-    let text = std::fs::read_to_string(format!("/proc/{}/net/fib_trie", pid?)).ok()?;
-    single_local_address(&text)
+impl NetnsAddresses {
+    /// The namespace's address, remembered with the process it was read through: the
+    /// kernel reuses a freed namespace's inode number, so an answer holds only while
+    /// that process still lives in that namespace.
+    fn address_of(&mut self, netns: u32, hint_pid: u32) -> Option<Ipv4Addr> {
+        if let Some((ip, pid)) = self.cache.get(&netns) {
+            if netns_of(*pid) == Some(netns) {
+                return Some(*ip);
+            }
+        }
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        let pid = if netns_of(hint_pid) == Some(netns) { hint_pid } else { find_process_in(netns)? };
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/fib_trie")).ok()?;
+        let ip = single_local_address(&text)?;
+        self.cache.insert(netns, (ip, pid));
+        Some(ip)
+    }
 }
 
 fn netns_of(pid: u32) -> Option<u32> {

@@ -65,8 +65,11 @@ pub struct CaptureOptions {
 pub struct CaptureSummary {
     /// Connection events written.
     pub conn_events: u64,
-    /// TCP connections seen opening (connect or accept).
+    /// TCP connections seen opening at their client.
     pub connections: u64,
+    /// Events that arrived after newer ones had been released, recorded at the release
+    /// time to keep the recording in time order.
+    pub late_events: u64,
     /// Kubernetes object events written.
     pub object_events: u64,
     /// Kernel events lost.
@@ -121,15 +124,39 @@ struct Reorder {
     released: Vec<Event>,
     connections: u64,
     addresses: NetnsAddresses,
+    /// Time of the last event released: nothing older may follow it.
+    released_upto: TimeNs,
+    /// Events that arrived after newer ones were released (UDP flow reports carry
+    /// their last datagram's time, up to a report interval old), stamped with the
+    /// release time instead so the stream stays in order.
+    late: u64,
 }
 
 impl Reorder {
+    fn new(window: TimeNs) -> Self {
+        Reorder {
+            pending: Vec::new(),
+            newest: TimeNs::MIN,
+            window,
+            released: Vec::new(),
+            connections: 0,
+            addresses: NetnsAddresses::default(),
+            released_upto: TimeNs::MIN,
+            late: 0,
+        }
+    }
+
     fn push_conns(&mut self, batch: &mut Vec<ConnEvent>) {
         for mut event in batch.drain(..) {
             let pid = event.pid;
             self.addresses.fill(&mut event, pid);
+            if event.time_ns < self.released_upto {
+                event.time_ns = self.released_upto;
+                self.late += 1;
+            }
             self.newest = self.newest.max(event.time_ns);
-            if matches!(event.kind, ConnKind::TcpConnect | ConnKind::TcpAccept) {
+            // Counted at the client, so a connection seen from both ends counts once.
+            if event.kind == ConnKind::TcpConnect {
                 self.connections += 1;
             }
             self.pending.push(Event::Conn(event));
@@ -137,7 +164,8 @@ impl Reorder {
     }
 
     fn push_objects(&mut self, events: Vec<ObjectEvent>) {
-        for event in events {
+        for mut event in events {
+            event.time_ns = event.time_ns.max(self.released_upto);
             self.newest = self.newest.max(event.time_ns);
             self.pending.push(Event::Object(event));
         }
@@ -152,6 +180,9 @@ impl Reorder {
         let ready = self.pending.partition_point(|e| e.time_ns() <= horizon);
         self.released.clear();
         self.released.extend(self.pending.drain(..ready));
+        if let Some(last) = self.released.last() {
+            self.released_upto = self.released_upto.max(last.time_ns());
+        }
         &self.released
     }
 }
@@ -215,14 +246,7 @@ pub async fn capture(
         None => None,
     };
     let window = i64::try_from(options.reorder_window.as_nanos()).unwrap_or(i64::MAX);
-    let mut reorder = Reorder {
-        pending: Vec::new(),
-        newest: TimeNs::MIN,
-        window,
-        released: Vec::new(),
-        connections: 0,
-        addresses: NetnsAddresses::default(),
-    };
+    let mut reorder = Reorder::new(window);
     reorder.push_objects(api_snapshot);
     let mut kubectl = match &options.k8s {
         K8sSource::KubectlFile(path) => {
@@ -288,6 +312,7 @@ pub async fn capture(
     Ok(CaptureSummary {
         conn_events: counters_written.conn_events,
         connections: reorder.connections,
+        late_events: reorder.late,
         object_events: counters_written.object_events,
         dropped: losses.dropped,
         evicted: losses.evicted,

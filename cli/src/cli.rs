@@ -86,9 +86,12 @@ pub struct SimulateArgs {
     /// Pods per generated service.
     #[arg(long, default_value_t = 2, value_name = "K")]
     pub pods_per_service: u32,
-    /// Connections to simulate.
+    /// Connections to simulate (each gives about four events: both ends' open and close).
     #[arg(long, default_value_t = 10_000, value_name = "M")]
     pub connections: u64,
+    /// Simulate about this many connection events instead (a quarter as many connections).
+    #[arg(long, value_name = "M", conflicts_with = "connections")]
+    pub events: Option<u64>,
     /// Pod replacements (with IP reuse) per 1,000 connections.
     #[arg(long, default_value_t = 1.0, value_name = "RATE")]
     pub churn: f64,

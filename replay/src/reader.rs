@@ -58,8 +58,9 @@ impl Recording {
             return Err(ReplayError::NotARecording { path: dir.to_owned() });
         }
         let meta = RecordingMeta::read(dir)?;
-        conn_segments.sort();
-        object_segments.sort();
+        // By number, not by name: `conn-1000000` follows `conn-999999`.
+        conn_segments.sort_by_key(|p| segment_index(p));
+        object_segments.sort_by_key(|p| segment_index(p));
         partial.sort();
         let mut warnings = Vec::new();
         if !meta.complete {
@@ -121,6 +122,11 @@ impl Recording {
         }
         Ok(())
     }
+}
+
+fn segment_index(path: &Path) -> u64 {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.strip_suffix(".parquet").and_then(|stem| stem.rsplit_once('-')).and_then(|(_, n)| n.parse().ok()).unwrap_or(0)
 }
 
 fn segment_stream(name: &str) -> Option<Stream> {

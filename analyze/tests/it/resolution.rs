@@ -169,6 +169,34 @@ fn both_ends_of_a_clusterip_connection_count_once_with_the_clients_bytes() {
 }
 
 #[test]
+fn a_connection_open_longer_than_the_ttl_still_counts_once() {
+    let mut events = shop();
+    let client = conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", 40000, "10.96.0.20", 80, T0 + MS);
+    let server = conn(ConnKind::TcpAccept, Side::Server, "10.244.1.10", 40000, "10.244.2.20", 8080, T0 + 2 * MS);
+    events.push(Event::Conn(client.clone()));
+    events.push(Event::Conn(server.clone()));
+    // Other traffic keeps event time moving for ten minutes: twice connection_ttl.
+    for minute in 1..=10 {
+        let t = T0 + minute * 60_000 * MS;
+        events.push(Event::Conn(conn(
+            ConnKind::TcpConnect,
+            Side::Client,
+            "10.244.2.20",
+            50000 + minute as u16,
+            "10.96.0.10",
+            80,
+            t,
+        )));
+    }
+    let late = T0 + 11 * 60_000 * MS;
+    events.push(Event::Conn(closed(ConnEvent { time_ns: late, ..client }, 5, 6)));
+    events.push(Event::Conn(closed(ConnEvent { time_ns: late + MS, ..server }, 6, 5)));
+    let t = run(Config::default(), events);
+    assert_eq!(edges(&t)[0], edge("shop/api", "shop/web", "tcp", 80, 10, 0, 0, 0));
+    assert_eq!(edges(&t)[1], edge("shop/web", "shop/api", "tcp", 80, 1, 0, 5, 6));
+}
+
+#[test]
 fn the_server_end_alone_maps_the_pod_port_to_the_service_port() {
     let mut events = shop();
     let server = conn(ConnKind::TcpAccept, Side::Server, "10.244.1.10", 40000, "10.244.2.20", 8080, T0 + MS);

@@ -16,7 +16,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
     let options = SimOptions {
         seed: args.seed,
-        connections: args.connections,
+        connections: args.events.map_or(args.connections, |events| events.div_ceil(4)),
         churn_per_1000: args.churn,
         embed_objects: !args.k8s_out_only,
         ..SimOptions::default()

@@ -14,7 +14,7 @@ fn python_has_tools() -> bool {
 #[test]
 fn pyarrow_and_duckdb_read_a_recording() {
     if !python_has_tools() {
-        assert!(std::env::var("CI").is_err(), "CI must have python3 with pyarrow and duckdb");
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI must have python3 with pyarrow and duckdb");
         eprintln!("skipped: needs python3 with pyarrow and duckdb (pip install pyarrow duckdb)");
         return;
     }
