@@ -124,6 +124,8 @@ pub struct ClusterState {
     pod_by_ip: HashMap<IpAddr, Key>,
     services: HashMap<Key, ServiceInfo>,
     service_by_ip: HashMap<IpAddr, Key>,
+    /// Services by namespace: the selector fallback looks only at the pod's own.
+    services_by_namespace: HashMap<Arc<str>, BTreeSet<Key>>,
     slices: HashMap<Key, SliceInfo>,
     slices_by_service: HashMap<Key, BTreeSet<Key>>,
     services_by_ip: HashMap<IpAddr, BTreeSet<Key>>,
@@ -303,11 +305,18 @@ impl ClusterState {
         for ip in &service.cluster_ips {
             self.service_by_ip.insert(*ip, service.key.clone());
         }
+        self.services_by_namespace.entry(service.namespace.clone()).or_default().insert(service.key.clone());
         self.services.insert(service.key.clone(), service);
     }
 
     fn remove_service(&mut self, key: &Key, retire: bool) {
         if let Some(old) = self.services.remove(key) {
+            if let Some(keys) = self.services_by_namespace.get_mut(&old.namespace) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.services_by_namespace.remove(&old.namespace);
+                }
+            }
             for ip in &old.cluster_ips {
                 if self.service_by_ip.get(ip) == Some(key) {
                     self.service_by_ip.remove(ip);

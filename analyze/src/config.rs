@@ -31,7 +31,8 @@ pub struct Config {
     pub namespaces: Vec<String>,
     /// Namespaces to leave out.
     pub exclude_namespaces: Vec<String>,
-    /// Capture connections with eBPF (live sources).
+    /// Accepted for compatibility with the collector config: the live commands always
+    /// capture connections with eBPF.
     pub enable_ebpf: bool,
     /// Connections tracked at once; the least recently active are evicted (and counted).
     pub max_connections: usize,
