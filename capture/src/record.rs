@@ -25,9 +25,10 @@ use crate::netns_addr::NetnsAddresses;
 /// are held this long (in event time) and sorted before anything consumes them.
 pub const DEFAULT_REORDER_WINDOW: Duration = Duration::from_millis(20);
 
-/// Without kernel events, held events are released once they are this old (plus the
-/// reorder window) by the wall clock.
-const QUIET_RELEASE_NS: TimeNs = 1_000_000_000;
+/// Slack on top of the kernel's drain interval after which no event older than the
+/// wall clock minus both can still be on its way: events are released by the wall
+/// clock too, not only by newer events, so a quiet node is not held back.
+const DRAIN_SLACK: Duration = Duration::from_millis(10);
 
 /// Where Kubernetes state comes from.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -247,6 +248,7 @@ pub async fn capture(
     };
     let window = i64::try_from(options.reorder_window.as_nanos()).unwrap_or(i64::MAX);
     let mut reorder = Reorder::new(window);
+    let settled_lag = i64::try_from((options.kernel.drain_interval + DRAIN_SLACK).as_nanos()).unwrap_or(i64::MAX);
     reorder.push_objects(api_snapshot);
     let mut kubectl = match &options.k8s {
         K8sSource::KubectlFile(path) => {
@@ -284,9 +286,6 @@ pub async fn capture(
                 if let Some(file) = kubectl.as_mut() {
                     reorder.push_objects(file.poll(now));
                 }
-                // A quiet kernel must not hold back Kubernetes changes: whatever is a
-                // second old is past any reordering (the ring buffer drains every 50 ms).
-                reorder.newest = reorder.newest.max(now - QUIET_RELEASE_NS);
                 consumer.tick(now, &kernel.counters()?);
             }
             read = kernel.next_batch(&mut batch) => {
@@ -295,6 +294,9 @@ pub async fn capture(
             }
             changes = next_api_changes(api.as_mut()) => reorder.push_objects(changes?),
         }
+        // Release what is older than the drain lag by the wall clock (the horizon is
+        // `newest - window`).
+        reorder.newest = reorder.newest.max(now_ns().saturating_sub(settled_lag).saturating_add(window));
         let released = reorder.release(false);
         write_events(writer.as_mut(), released)?;
         consumer.events(released);
