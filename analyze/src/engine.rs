@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::num::NonZeroUsize;
 
 use lru::LruCache;
-use smap_replay::{ConnEvent, ConnKind, Event, ObjectEvent, Protocol, Side, TimeNs};
+use smap_replay::{ConnEvent, ConnKind, Event, ObjectAction, ObjectEvent, ObjectKind, Protocol, Side, TimeNs};
 
 use crate::cluster::ClusterState;
 use crate::config::Config;
@@ -104,6 +104,8 @@ pub struct Engine {
     destination_cache: HashMap<(IpAddr, u16), (EntityId, u16)>,
     window: Option<(TimeNs, TimeNs)>,
     stats: BuildStats,
+    /// Newest resourceVersion applied per object uid, and whether it was deleted.
+    object_versions: HashMap<String, (u64, bool)>,
 }
 
 /// Resolution caches are dropped past this size so odd traffic cannot grow them.
@@ -125,6 +127,7 @@ impl Engine {
             destination_cache: HashMap::new(),
             window: None,
             stats: BuildStats::default(),
+            object_versions: HashMap::new(),
         }
     }
 
@@ -185,11 +188,51 @@ impl Engine {
 
     fn apply_object(&mut self, object: &ObjectEvent) -> Applied {
         self.stats.object_events += 1;
+        if self.seen_before(object) {
+            return Applied::default();
+        }
         self.cluster.apply(object);
-        // Resolution depends on the cluster: cached answers may be stale now.
-        self.source_cache.clear();
-        self.destination_cache.clear();
+        if matches!(object.kind, ObjectKind::Pod | ObjectKind::Service | ObjectKind::EndpointSlice | ObjectKind::Node) {
+            // Resolution depends on these: cached answers may be stale now.
+            self.source_cache.clear();
+            self.destination_cache.clear();
+        }
         Applied { cluster_changed: true, ..Applied::default() }
+    }
+
+    /// Whether this version of the object was applied already: every node's recording
+    /// carries the whole cluster's changes, and a lagging node's copy of an old version
+    /// must not undo a newer one (a pod brought back after its delete would take its IP
+    /// from the pod that holds it now). resourceVersions are etcd revisions; objects
+    /// whose version is not a number are always applied.
+    fn seen_before(&mut self, object: &ObjectEvent) -> bool {
+        let Ok(version) = object.resource_version.parse::<u64>() else { return false };
+        if object.uid.is_empty() {
+            return false;
+        }
+        let deleted = object.action == ObjectAction::Deleted;
+        let duplicate = match self.object_versions.get_mut(object.uid.as_str()) {
+            // A delete may carry the object's last version: it counts once.
+            Some((_, true)) if deleted => true,
+            Some((last, was_deleted)) if deleted => {
+                *was_deleted = true;
+                *last = (*last).max(version);
+                false
+            }
+            Some((last, was_deleted)) if *was_deleted || version <= *last => true,
+            Some((last, _)) => {
+                *last = version;
+                false
+            }
+            None => {
+                self.object_versions.insert(object.uid.clone(), (version, deleted));
+                false
+            }
+        };
+        if duplicate {
+            self.stats.duplicate_objects += 1;
+        }
+        duplicate
     }
 
     fn apply_conn(&mut self, e: &ConnEvent) -> Applied {

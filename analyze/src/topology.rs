@@ -200,6 +200,10 @@ pub struct BuildStats {
     pub evicted: u64,
     /// Objects that could not be parsed.
     pub unparsed: u64,
+    /// Object events skipped because that version (or a newer one) of the object was
+    /// applied already: the copies every node's recording carries.
+    #[serde(default)]
+    pub duplicate_objects: u64,
     /// Loopback events skipped (traffic inside one pod or host).
     pub loopback_events: u64,
     /// UDP flow reports without a byte either way (connected, never used), skipped.

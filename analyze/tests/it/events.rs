@@ -26,7 +26,8 @@ fn object(kind: ObjectKind, action: ObjectAction, value: Value, t: i64) -> Event
         uid: meta["uid"].as_str().unwrap_or("").to_owned(),
         namespace: meta["namespace"].as_str().unwrap_or("").to_owned(),
         name: meta["name"].as_str().unwrap().to_owned(),
-        resource_version: "1".to_owned(),
+        // Every change gets a new resourceVersion, as the API server gives it.
+        resource_version: crate::next_resource_version(),
         object: value.to_string(),
     })
 }

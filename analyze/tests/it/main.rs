@@ -7,3 +7,9 @@ mod analysis;
 mod events;
 mod resolution;
 mod truth;
+
+/// A fresh resourceVersion: the engine applies each version of an object once.
+pub fn next_resource_version() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string()
+}

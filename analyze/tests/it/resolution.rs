@@ -19,7 +19,8 @@ fn object(kind: ObjectKind, action: ObjectAction, value: Value, t: i64) -> Event
         uid: meta["uid"].as_str().unwrap_or("").to_owned(),
         namespace: meta["namespace"].as_str().unwrap_or("").to_owned(),
         name: meta["name"].as_str().unwrap().to_owned(),
-        resource_version: "1".to_owned(),
+        // Every change gets a new resourceVersion, as the API server gives it.
+        resource_version: crate::next_resource_version(),
         object: value.to_string(),
     })
 }
@@ -282,6 +283,45 @@ fn an_ip_reused_by_another_services_pod_is_attributed_by_time() {
         edges(&t),
         vec![edge("shop/api", "shop/db", "tcp", 5432, 1, 0, 0, 0), edge("shop/web", "shop/api", "tcp", 80, 1, 0, 0, 0)]
     );
+}
+
+#[test]
+fn a_lagging_nodes_copy_of_an_old_version_does_not_undo_a_delete() {
+    let with_version = |event: Event, version: &str| match event {
+        Event::Object(mut o) => {
+            o.resource_version = version.to_owned();
+            Event::Object(o)
+        }
+        other => other,
+    };
+    let mut events = shop();
+    let web = pod_json("shop", "web-1", "10.244.1.10", json!({"app": "web"}), None, true);
+    events.push(with_version(object(ObjectKind::Pod, ObjectAction::Deleted, web.clone(), T0 + 10 * MS), "6"));
+    let reused = pod_json("shop", "api-2", "10.244.1.10", json!({"app": "api"}), None, true);
+    events.push(with_version(object(ObjectKind::Pod, ObjectAction::Added, reused, T0 + 11 * MS), "7"));
+    events.push(slice(
+        "shop",
+        "api",
+        &[("10.244.2.20", "api-1", true), ("10.244.1.10", "api-2", true)],
+        T0 + 11 * MS,
+        ObjectAction::Modified,
+    ));
+    // Another node's recording still carries web-1's older version, and a second copy
+    // of its delete.
+    events.push(with_version(object(ObjectKind::Pod, ObjectAction::Modified, web.clone(), T0 + 12 * MS), "5"));
+    events.push(with_version(object(ObjectKind::Pod, ObjectAction::Deleted, web, T0 + 12 * MS), "6"));
+    events.push(Event::Conn(conn(
+        ConnKind::TcpConnect,
+        Side::Client,
+        "10.244.1.10",
+        40001,
+        "10.96.0.10",
+        80,
+        T0 + 20 * MS,
+    )));
+    let t = run(Config::default(), events);
+    assert_eq!(edges(&t), vec![edge("shop/api", "shop/web", "tcp", 80, 1, 0, 0, 0)]);
+    assert_eq!(t.stats.duplicate_objects, 2);
 }
 
 #[test]

@@ -120,4 +120,5 @@ fn one_recording_per_node_gives_the_same_topology_as_one_for_all() {
     let single = build(&dir.path().join("rec"), Config::default());
     assert_eq!(split.edges, single.edges);
     assert_eq!(split.services, single.services);
+    assert_eq!(split.stats.duplicate_objects, 2 * single.stats.object_events, "each object applied once");
 }
