@@ -11,26 +11,13 @@ use smap_analyze::events::model::{GoneReason, RemovalReason, SnapshotReason};
 use smap_analyze::events::{ChangeData, ChangeEvent, ChangeTracker, EmitterOptions};
 use smap_analyze::topology::{Endpoints, Health};
 use smap_analyze::Config;
-use smap_replay::{ConnEvent, ConnKind, Event, ObjectAction, ObjectEvent, ObjectKind, Side};
+use smap_replay::{ConnEvent, ConnKind, Event, ObjectAction, ObjectKind, Side};
+
+use crate::object;
 
 const T0: i64 = 1_767_225_600_000_000_000;
 const MS: i64 = 1_000_000;
 const S: i64 = 1_000 * MS;
-
-fn object(kind: ObjectKind, action: ObjectAction, value: Value, t: i64) -> Event {
-    let meta = &value["metadata"];
-    Event::Object(ObjectEvent {
-        time_ns: t,
-        kind,
-        action,
-        uid: meta["uid"].as_str().unwrap_or("").to_owned(),
-        namespace: meta["namespace"].as_str().unwrap_or("").to_owned(),
-        name: meta["name"].as_str().unwrap().to_owned(),
-        // Every change gets a new resourceVersion, as the API server gives it.
-        resource_version: crate::next_resource_version(),
-        object: value.to_string(),
-    })
-}
 
 fn pod(name: &str, ip: &str, app: &str, image: &str, t: i64, action: ObjectAction) -> Event {
     let value = json!({

@@ -3,6 +3,9 @@
 //! snapshots of what they find.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity, clippy::too_many_arguments, missing_docs)]
 
+use serde_json::Value;
+use smap_replay::{Event, ObjectAction, ObjectEvent, ObjectKind};
+
 mod analysis;
 mod events;
 mod resolution;
@@ -12,4 +15,20 @@ mod truth;
 pub fn next_resource_version() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string()
+}
+
+/// An object event from an object's JSON, identity read from its metadata.
+pub fn object(kind: ObjectKind, action: ObjectAction, value: Value, t: i64) -> Event {
+    let meta = &value["metadata"];
+    Event::Object(ObjectEvent {
+        time_ns: t,
+        kind,
+        action,
+        uid: meta["uid"].as_str().unwrap_or("").to_owned(),
+        namespace: meta["namespace"].as_str().unwrap_or("").to_owned(),
+        name: meta["name"].as_str().unwrap().to_owned(),
+        // Every change gets a new resourceVersion, as the API server gives it.
+        resource_version: next_resource_version(),
+        object: value.to_string(),
+    })
 }

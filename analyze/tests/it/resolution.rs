@@ -5,25 +5,12 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use smap_analyze::topology::{Health, NodeKind, ServiceType, Topology};
 use smap_analyze::{Config, Engine};
-use smap_replay::{ConnEvent, ConnKind, Event, ObjectAction, ObjectEvent, ObjectKind, Side};
+use smap_replay::{ConnEvent, ConnKind, Event, ObjectAction, ObjectKind, Side};
+
+use crate::object;
 
 const T0: i64 = 1_767_225_600_000_000_000;
 const MS: i64 = 1_000_000;
-
-fn object(kind: ObjectKind, action: ObjectAction, value: Value, t: i64) -> Event {
-    let meta = &value["metadata"];
-    Event::Object(ObjectEvent {
-        time_ns: t,
-        kind,
-        action,
-        uid: meta["uid"].as_str().unwrap_or("").to_owned(),
-        namespace: meta["namespace"].as_str().unwrap_or("").to_owned(),
-        name: meta["name"].as_str().unwrap().to_owned(),
-        // Every change gets a new resourceVersion, as the API server gives it.
-        resource_version: crate::next_resource_version(),
-        object: value.to_string(),
-    })
-}
 
 fn pod_json(ns: &str, name: &str, ip: &str, labels: Value, owner: Option<(&str, &str)>, ready: bool) -> Value {
     let mut v = json!({
