@@ -36,6 +36,9 @@ pub struct Config {
     pub enable_ebpf: bool,
     /// Connections tracked at once; the least recently active are evicted (and counted).
     pub max_connections: usize,
+    /// Nodes (services, workloads, externals) the engine tracks; past it, new outside
+    /// addresses are counted together under `external/other`, so memory stays bounded.
+    pub max_services: usize,
     /// A connection with no activity for this long is forgotten, and a dependency
     /// with no traffic for this long is gone (watch).
     #[serde(with = "humantime_serde_compat")]
@@ -99,6 +102,7 @@ impl Default for Config {
             exclude_namespaces: SYSTEM_NAMESPACES.iter().map(|s| (*s).to_owned()).collect(),
             enable_ebpf: true,
             max_connections: 100_000,
+            max_services: 10_000,
             connection_ttl: Duration::from_secs(300),
             auto_detect_type: true,
             ignore_system_namespaces: true,
@@ -195,6 +199,9 @@ impl Config {
         let value = |message: &str| ConfigError::Value { path: String::new(), message: message.to_owned() };
         if self.max_connections == 0 {
             return Err(value("max_connections must be at least 1"));
+        }
+        if self.max_services == 0 {
+            return Err(value("max_services must be at least 1"));
         }
         if self.connection_ttl.is_zero() {
             return Err(value("connection_ttl must be longer than 0s"));

@@ -466,6 +466,20 @@ impl Engine {
         if let Some(id) = self.entity_ids.get(&entity) {
             return *id;
         }
+        // The cluster bounds services, workloads and nodes; outside addresses are
+        // unbounded (scanners, CDNs), so past max_services they share one node.
+        if self.entities.len() >= self.config.max_services && matches!(entity, EntityRef::External { .. }) {
+            self.stats.external_overflow += 1;
+            let other = EntityRef::other_external();
+            if let Some(id) = self.entity_ids.get(&other) {
+                return *id;
+            }
+            return self.push_entity(other);
+        }
+        self.push_entity(entity)
+    }
+
+    fn push_entity(&mut self, entity: EntityRef) -> EntityId {
         let id = index(self.entities.len());
         self.entities.push(entity.clone());
         self.entity_ids.insert(entity, id);

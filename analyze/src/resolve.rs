@@ -29,8 +29,16 @@ pub enum EntityRef {
 }
 
 impl EntityRef {
+    /// Where outside addresses go once `max_services` nodes are tracked.
+    pub fn other_external() -> EntityRef {
+        EntityRef::External { ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port: None }
+    }
+
     /// The topology id of this node.
     pub fn id(&self) -> String {
+        if *self == EntityRef::other_external() {
+            return "external/other".to_owned();
+        }
         match self {
             EntityRef::Service(key) => key.to_string(),
             EntityRef::Workload(w) => format!("{}/{}", w.namespace, w.name),

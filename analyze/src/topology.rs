@@ -209,6 +209,10 @@ pub struct BuildStats {
     /// UDP flow reports without a byte either way (connected, never used), skipped.
     #[serde(default)]
     pub empty_flows: u64,
+    /// Connections to or from outside addresses counted under `external/other` because
+    /// `max_services` nodes were tracked already.
+    #[serde(default)]
+    pub external_overflow: u64,
     /// Edges left out by filters (namespaces, externals, min_connection_count).
     pub filtered_edges: u64,
 }

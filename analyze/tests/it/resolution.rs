@@ -487,6 +487,35 @@ fn health_follows_endpoint_readiness() {
 }
 
 #[test]
+fn outside_addresses_past_max_services_share_one_node() {
+    let mut events = shop();
+    for i in 0..5u8 {
+        let ip = format!("198.51.100.{i}");
+        events.push(Event::Conn(conn(
+            ConnKind::TcpConnect,
+            Side::Client,
+            "10.244.1.10",
+            40000 + u16::from(i),
+            &ip,
+            443,
+            T0 + MS,
+        )));
+    }
+    let config = Config { max_services: 3, include_external_services: true, ..Config::default() };
+    let t = run(config, events);
+    assert_eq!(
+        edges(&t),
+        vec![
+            edge("shop/web", "external/198.51.100.0:443", "tcp", 443, 1, 0, 0, 0),
+            edge("shop/web", "external/198.51.100.1:443", "tcp", 443, 1, 0, 0, 0),
+            edge("shop/web", "external/other", "tcp", 443, 3, 0, 0, 0),
+        ]
+    );
+    assert_eq!(t.stats.external_overflow, 3);
+    assert_eq!(t.services["external/other"].kind, NodeKind::External);
+}
+
+#[test]
 fn evictions_are_counted_when_the_table_is_full() {
     let mut events = shop();
     for i in 0..10 {
