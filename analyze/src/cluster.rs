@@ -51,6 +51,8 @@ pub struct PodInfo {
     pub images: Vec<String>,
     /// Declared container ports.
     pub container_ports: Vec<u16>,
+    /// Named container ports, which a Service's `targetPort` may name.
+    pub named_ports: Vec<(String, u16)>,
     /// Ready condition.
     pub ready: bool,
     /// The `smap.io/type` annotation, if any.
@@ -431,6 +433,11 @@ fn pod_info(key: Key, pod: &Pod) -> PodInfo {
             .iter()
             .flat_map(|c| c.ports.iter().flatten())
             .filter_map(|p| port(p.container_port))
+            .collect(),
+        named_ports: containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| Some((p.name.clone()?, port(p.container_port)?)))
             .collect(),
         ready: status
             .and_then(|s| s.conditions.as_ref())

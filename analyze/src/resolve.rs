@@ -100,7 +100,7 @@ pub fn resolve_destination(cluster: &ClusterState, ip: &IpAddr, port: u16) -> (E
 fn pod_destination(cluster: &ClusterState, pod: &PodInfo, port: u16) -> (EntityRef, u16) {
     let services = cluster.services_of_pod(pod);
     if let Some((service, service_port)) =
-        services.iter().find_map(|s| service_port_for_target(s, port).map(|p| (s, p)))
+        services.iter().find_map(|s| service_port_for_target(s, pod, port).map(|p| (s, p)))
     {
         return (EntityRef::Service(service.key.clone()), service_port);
     }
@@ -110,9 +110,15 @@ fn pod_destination(cluster: &ClusterState, pod: &PodInfo, port: u16) -> (EntityR
     }
 }
 
-/// The Service port whose target is this pod port, if any.
-fn service_port_for_target(service: &ServiceInfo, pod_port: u16) -> Option<u16> {
-    service.ports.iter().find(|p| p.target_port == Some(pod_port)).map(|p| p.port)
+/// The Service port whose target is this pod port, given by number or by the name of
+/// one of the pod's container ports (`targetPort: http`).
+fn service_port_for_target(service: &ServiceInfo, pod: &PodInfo, pod_port: u16) -> Option<u16> {
+    let named = |name: &String| pod.named_ports.iter().any(|(n, number)| n == name && *number == pod_port);
+    service
+        .ports
+        .iter()
+        .find(|p| p.target_port == Some(pod_port) || p.target_port_name.as_ref().is_some_and(named))
+        .map(|p| p.port)
 }
 
 /// Resolves a source address.

@@ -272,34 +272,51 @@ pub async fn capture(
     checkpoint.tick().await;
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut batch = Vec::new();
-    loop {
-        tokio::select! {
-            () = &mut sleep_until_deadline => break,
-            () = &mut shutdown => break,
-            _ = checkpoint.tick() => {
-                if let Some(writer) = writer.as_mut() {
-                    writer.checkpoint(&losses(&kernel.counters()?, api.as_ref()))?;
+    let running: Result<(), CaptureError> = async {
+        loop {
+            tokio::select! {
+                () = &mut sleep_until_deadline => return Ok(()),
+                () = &mut shutdown => return Ok(()),
+                _ = checkpoint.tick() => {
+                    if let Some(writer) = writer.as_mut() {
+                        writer.checkpoint(&losses(&kernel.counters()?, api.as_ref()))?;
+                    }
                 }
-            }
-            _ = second.tick() => {
-                let now = now_ns();
-                if let Some(file) = kubectl.as_mut() {
-                    reorder.push_objects(file.poll(now));
+                _ = second.tick() => {
+                    let now = now_ns();
+                    if let Some(file) = kubectl.as_mut() {
+                        reorder.push_objects(file.poll(now));
+                    }
+                    consumer.tick(now, &kernel.counters()?);
                 }
-                consumer.tick(now, &kernel.counters()?);
+                read = kernel.next_batch(&mut batch) => {
+                    read?;
+                    reorder.push_conns(&mut batch);
+                }
+                changes = next_api_changes(api.as_mut()) => reorder.push_objects(changes?),
             }
-            read = kernel.next_batch(&mut batch) => {
-                read?;
-                reorder.push_conns(&mut batch);
-            }
-            changes = next_api_changes(api.as_mut()) => reorder.push_objects(changes?),
+            // Release what is older than the drain lag by the wall clock (the horizon
+            // is `newest - window`).
+            reorder.newest = reorder.newest.max(now_ns().saturating_sub(settled_lag).saturating_add(window));
+            let released = reorder.release(false);
+            write_events(writer.as_mut(), released)?;
+            consumer.events(released);
         }
-        // Release what is older than the drain lag by the wall clock (the horizon is
-        // `newest - window`).
-        reorder.newest = reorder.newest.max(now_ns().saturating_sub(settled_lag).saturating_add(window));
-        let released = reorder.release(false);
-        write_events(writer.as_mut(), released)?;
-        consumer.events(released);
+    }
+    .await;
+    if let Err(error) = running {
+        // What was captured before the failure is kept: the held events are written
+        // and the segments finalized; the recording stays marked unfinished.
+        let losses = kernel.counters().map(|c| losses(&c, api.as_ref())).unwrap_or_default();
+        let released = reorder.release(true);
+        if let Some(writer) = writer.as_mut() {
+            // The failure itself is what gets reported; a second one while saving
+            // cannot be, beyond the log.
+            if let Err(e) = write_events(Some(&mut *writer), released).and_then(|()| writer.checkpoint(&losses)) {
+                tracing::warn!("saving the recording after the capture failed: {e}");
+            }
+        }
+        return Err(error);
     }
     let counters = kernel.finish(&mut batch)?;
     reorder.push_conns(&mut batch);

@@ -195,6 +195,23 @@ fn the_server_end_alone_maps_the_pod_port_to_the_service_port() {
 }
 
 #[test]
+fn a_named_target_port_maps_the_pod_port_to_the_service_port() {
+    let mut events = shop();
+    events.push(object(ObjectKind::Service, ObjectAction::Modified, json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "api", "namespace": "shop", "uid": "svc-api"},
+        "spec": {"clusterIP": "10.96.0.20", "selector": {"app": "api"}, "ports": [{"port": 80, "targetPort": "web", "name": "http"}]},
+    }), T0));
+    let mut api = pod_json("shop", "api-1", "10.244.2.20", json!({"app": "api"}), None, true);
+    api["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080, "name": "web"}]);
+    events.push(object(ObjectKind::Pod, ObjectAction::Modified, api, T0));
+    let server = conn(ConnKind::TcpAccept, Side::Server, "10.244.1.10", 40000, "10.244.2.20", 8080, T0 + MS);
+    events.push(Event::Conn(server));
+    let t = run(Config::default(), events);
+    assert_eq!(edges(&t), vec![edge("shop/web", "shop/api", "tcp", 80, 1, 0, 0, 0)]);
+}
+
+#[test]
 fn a_close_without_its_open_counts_once_even_from_both_ends() {
     let mut events = shop();
     let client = conn(ConnKind::TcpClose, Side::Client, "10.244.1.10", 40000, "10.96.0.20", 80, T0 + MS);
