@@ -132,6 +132,8 @@ pub struct ClusterState {
     slices_by_service: HashMap<Key, BTreeSet<Key>>,
     services_by_ip: HashMap<IpAddr, BTreeSet<Key>>,
     node_by_ip: HashMap<IpAddr, Arc<str>>,
+    /// Addresses each Node object gave, to forget them when it changes or goes.
+    node_addresses: HashMap<Arc<str>, Vec<IpAddr>>,
     /// Services as they were when deleted, so traffic to them keeps its labels.
     retired: HashMap<Key, ServiceInfo>,
     unparsed: u64,
@@ -162,6 +164,7 @@ impl ClusterState {
                 }
             }),
             ObjectKind::Node => serde_json::from_str::<Node>(&event.object).map(|node| {
+                self.remove_node(&event.name);
                 if !deleted {
                     self.insert_node(&event.name, &node);
                 }
@@ -250,24 +253,31 @@ impl ClusterState {
     /// Service has neither EndpointSlices nor a selector (nothing to judge by).
     pub fn endpoints_of_service(&self, service: &ServiceInfo) -> Option<(u32, u32, Vec<&PodInfo>)> {
         if let Some(slice_keys) = self.slices_by_service.get(&service.key) {
-            let mut seen: BTreeMap<IpAddr, bool> = BTreeMap::new();
-            let mut pods = Vec::new();
+            // An endpoint is its pod when the slice names one: a dual-stack Service
+            // lists each pod in an IPv4 and an IPv6 slice, and it is still one endpoint.
+            let mut seen: BTreeMap<String, bool> = BTreeMap::new();
+            let mut pods: BTreeMap<&str, &PodInfo> = BTreeMap::new();
             for slice in slice_keys.iter().filter_map(|k| self.slices.get(k)) {
                 for endpoint in &slice.endpoints {
-                    for ip in &endpoint.ips {
-                        let ready = seen.entry(*ip).or_insert(false);
-                        *ready |= endpoint.ready;
-                    }
+                    let identity = match (&endpoint.pod, endpoint.ips.first()) {
+                        (Some(pod), _) => format!("pod/{pod}"),
+                        (None, Some(ip)) => ip.to_string(),
+                        (None, None) => continue,
+                    };
+                    let ready = seen.entry(identity).or_insert(false);
+                    *ready |= endpoint.ready;
                     let pod = endpoint
                         .pod
                         .as_ref()
                         .and_then(|name| self.pods.get(&key(&service.namespace, name)))
                         .or_else(|| endpoint.ips.first().and_then(|ip| self.pod_by_ip(ip)));
-                    pods.extend(pod);
+                    if let Some(pod) = pod {
+                        pods.insert(&pod.key, pod);
+                    }
                 }
             }
             let ready = seen.values().filter(|r| **r).count();
-            return Some((count(ready), count(seen.len()), pods));
+            return Some((count(ready), count(seen.len()), pods.into_values().collect()));
         }
         if service.selector.is_some() {
             let pods: Vec<&PodInfo> = self
@@ -368,9 +378,22 @@ impl ClusterState {
     fn insert_node(&mut self, name: &str, node: &Node) {
         let name: Arc<str> = Arc::from(name);
         let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+        let mut ips = Vec::new();
         for address in addresses.into_iter().flatten() {
             if let Ok(ip) = address.address.parse() {
                 self.node_by_ip.insert(ip, name.clone());
+                ips.push(ip);
+            }
+        }
+        self.node_addresses.insert(name, ips);
+    }
+
+    /// Forgets a node's addresses (deleted, or about to be re-added with its current
+    /// ones), unless another node holds one by now.
+    fn remove_node(&mut self, name: &str) {
+        for ip in self.node_addresses.remove(name).unwrap_or_default() {
+            if self.node_by_ip.get(&ip).is_some_and(|holder| &**holder == name) {
+                self.node_by_ip.remove(&ip);
             }
         }
     }

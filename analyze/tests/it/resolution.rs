@@ -432,6 +432,60 @@ fn a_udp_flow_that_moved_no_byte_is_not_traffic() {
 }
 
 #[test]
+fn a_deleted_nodes_address_is_outside_the_cluster_again() {
+    let mut events = shop();
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-9", "uid": "n9"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.9"}]}});
+    events.push(object(ObjectKind::Node, ObjectAction::Snapshot, node.clone(), T0));
+    events.push(Event::Conn(conn(
+        ConnKind::TcpConnect,
+        Side::Client,
+        "10.244.2.20",
+        40000,
+        "10.0.0.9",
+        10250,
+        T0 + MS,
+    )));
+    events.push(object(ObjectKind::Node, ObjectAction::Deleted, node, T0 + 2 * MS));
+    events.push(Event::Conn(conn(
+        ConnKind::TcpConnect,
+        Side::Client,
+        "10.244.2.20",
+        40001,
+        "10.0.0.9",
+        10250,
+        T0 + 3 * MS,
+    )));
+    let t = run(Config { include_external_services: true, ..Config::default() }, events);
+    assert_eq!(
+        edges(&t),
+        vec![
+            edge("shop/api", "external/10.0.0.9:10250", "tcp", 10250, 1, 0, 0, 0),
+            edge("shop/api", "node/node-9", "tcp", 10250, 1, 0, 0, 0),
+        ]
+    );
+}
+
+#[test]
+fn a_dual_stack_endpoint_counts_once() {
+    let mut events = shop();
+    let v6 = object(
+        ObjectKind::EndpointSlice,
+        ObjectAction::Snapshot,
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv6",
+            "metadata": {"name": "api-v6", "namespace": "shop", "labels": {"kubernetes.io/service-name": "api"}},
+            "endpoints": [{"addresses": ["fd00::20"], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "name": "api-1", "namespace": "shop"}}],
+        }),
+        T0,
+    );
+    events.push(v6);
+    let t = run(Config::default(), events);
+    let api = &t.services["shop/api"];
+    assert_eq!((api.endpoints.ready, api.endpoints.total), (1, 1), "one pod behind two slices");
+}
+
+#[test]
 fn loopback_is_not_an_edge() {
     let mut events = shop();
     events.push(Event::Conn(conn(ConnKind::TcpConnect, Side::Client, "127.0.0.1", 40000, "127.0.0.1", 15001, T0 + MS)));
