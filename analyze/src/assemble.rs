@@ -24,11 +24,7 @@ impl Engine {
     pub fn topology(&self) -> Topology {
         let config = self.config();
         let mut stats = self.stats();
-        let kept_entity = |entity: &EntityRef| match entity {
-            EntityRef::Service(key) => config.namespace_included(namespace_of(key)),
-            EntityRef::Workload(w) => config.namespace_included(&w.namespace),
-            EntityRef::External { .. } | EntityRef::Node(_) => config.include_external_services,
-        };
+        let kept_entity = |entity: &EntityRef| config.keeps(entity);
         let mut edges = Vec::new();
         let mut referenced: BTreeSet<usize> = BTreeSet::new();
         for stats_of_edge in self.edges() {
@@ -186,10 +182,6 @@ impl Engine {
         };
         (node, pods.iter().map(|p| p.key.clone()).collect())
     }
-}
-
-fn namespace_of(key: &str) -> &str {
-    key.split_once('/').map_or("", |(ns, _)| ns)
 }
 
 fn health_of(ready: u32, total: u32) -> Health {

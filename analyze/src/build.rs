@@ -40,18 +40,12 @@ pub fn build_topology(
     config: Config,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Topology, BuildError> {
-    let engine = fold(input, config, progress, &mut |_, _| {})?;
+    let engine = fold(input, config, progress)?;
     Ok(engine.topology())
 }
 
-/// Folds every event, calling `each` after every event with the engine and what the
-/// event changed; returns the final engine (for consumers such as change events).
-pub fn fold(
-    input: BuildInput,
-    config: Config,
-    progress: &mut dyn FnMut(u64),
-    each: &mut dyn FnMut(&Engine, crate::engine::Applied),
-) -> Result<Engine, BuildError> {
+/// Folds every event and returns the final engine.
+pub fn fold(input: BuildInput, config: Config, progress: &mut dyn FnMut(u64)) -> Result<Engine, BuildError> {
     let mut engine = Engine::new(config);
     for recording in &input.recordings {
         let c = &recording.meta().counters;
@@ -60,8 +54,7 @@ pub fn fold(
     let events = MergedEvents::new(&input.recordings, input.snapshot)?;
     let mut folded = 0u64;
     for event in events {
-        let applied = engine.apply(&event?);
-        each(&engine, applied);
+        engine.apply(&event?);
         folded += 1;
         if folded.is_multiple_of(PROGRESS_EVERY) {
             progress(folded);

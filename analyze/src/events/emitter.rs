@@ -843,13 +843,10 @@ impl Emitter {
                 entity.id().split_once('/').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or_default();
             (placeholder(namespace, name), Vec::new())
         });
-        let (kept, exists) = match entity {
-            EntityRef::Service(key) => (
-                self.config.namespace_included(key.split_once('/').map_or("", |(ns, _)| ns)),
-                engine.cluster().service_exists(key),
-            ),
-            EntityRef::Workload(w) => (self.config.namespace_included(&w.namespace), true),
-            EntityRef::External { .. } | EntityRef::Node(_) => (self.config.include_external_services, true),
+        let kept = self.config.keeps(entity);
+        let exists = match entity {
+            EntityRef::Service(key) => engine.cluster().service_exists(key),
+            EntityRef::Workload(_) | EntityRef::External { .. } | EntityRef::Node(_) => true,
         };
         let details = Details {
             service_type: node.service_type,

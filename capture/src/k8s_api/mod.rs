@@ -46,8 +46,8 @@ pub const ENV_KUBECONFIG: &str = "KUBECONFIG";
 /// Set by the kubelet in every pod: the API server's in-cluster address.
 pub const ENV_SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";
 
-/// Namespaces left out by default: the control plane's own.
-pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+/// Namespaces Kubernetes itself runs in, excluded by default.
+pub use smap_analyze::config::SYSTEM_NAMESPACES;
 
 /// Batches of changes buffered between the watch task and the capture loop; a slow
 /// consumer makes the watch task wait, not drop.

@@ -11,12 +11,7 @@ use crate::cmd::build::load_config;
 
 pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(args.config.as_deref())?;
-    let node = match args.node {
-        Some(node) => node,
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .context("reading the hostname (give --node)")?,
-    };
+    let node = node_name(args.node.as_deref())?;
     let mut kernel = KernelConfig::new(node.as_str());
     kernel.cgroup_path = args.cgroup_path.clone();
     let max_connections = args.max_connections.unwrap_or(config.max_connections);
@@ -53,6 +48,16 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The node name to stamp on events: `--node`, else the hostname.
+pub fn node_name(flag: Option<&str>) -> anyhow::Result<String> {
+    match flag {
+        Some(node) => Ok(node.to_owned()),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .context("reading the hostname (give --node)"),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM: the capture then flushes and finishes the recording.

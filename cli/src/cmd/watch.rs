@@ -20,12 +20,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     if let Some(max) = args.max_connections {
         config.max_connections = max.max(1);
     }
-    let node = match &args.node {
-        Some(node) => node.clone(),
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .context("reading the hostname (give --node)")?,
-    };
+    let node = crate::cmd::capture::node_name(args.node.as_deref())?;
     let mut kernel = KernelConfig::new(node.as_str());
     // A new dependency is reported within about two drain intervals plus the reorder
     // window: draining every 10 ms keeps that near 40 ms, at 100 cheap timer wakeups a
