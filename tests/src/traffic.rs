@@ -297,6 +297,12 @@ impl Server {
         }
     }
 
+    /// The next `n` exchanges, waiting up to `timeout` for each: a server reports an
+    /// exchange only after its client may already have returned.
+    pub fn wait_exchanges(&mut self, n: usize, timeout: Duration) -> Result<Vec<Exchange>> {
+        (0..n).map(|_| self.next_exchange(timeout)).collect()
+    }
+
     /// Every exchange reported so far that was not yet taken, without waiting.
     pub fn exchanges(&mut self) -> Result<Vec<Exchange>> {
         let mut out = Vec::new();

@@ -195,7 +195,7 @@ fn capture_records_clusterip_pod_ip_failed_and_udp_traffic_exactly() {
     assert!(!timed_out.is_ok());
     let udp = cluster.udp_call(&web, dns_svc.addr(53), 40, 120).unwrap();
     assert!(udp.is_ok(), "{udp:?}");
-    let served = db_server.exchanges().unwrap();
+    let served = db_server.wait_exchanges(2, Duration::from_secs(5)).unwrap();
     // The kernel's close and the UDP flow report are asynchronous; give them a moment.
     std::thread::sleep(Duration::from_millis(300));
     let (recording, summary) = capture.stop();

@@ -208,7 +208,7 @@ fn random_balancing_reaches_every_endpoint_and_round_robin_takes_turns() {
     for _ in 0..30 {
         assert!(cluster.tcp_call(&app.productpage, app.reviews_svc.addr(9080), 8, 1).unwrap().is_ok());
     }
-    let counts: Vec<usize> = servers.iter_mut().map(|s| s.exchanges().unwrap().len()).collect();
+    let counts = settled_counts(&mut servers, 30);
     assert_eq!(counts.iter().sum::<usize>(), 30, "{counts:?}");
     assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
 
@@ -223,8 +223,22 @@ fn random_balancing_reaches_every_endpoint_and_round_robin_takes_turns() {
     for _ in 0..6 {
         assert!(cluster.tcp_call(&app.productpage, rr.addr(80), 8, 1).unwrap().is_ok());
     }
-    let counts: Vec<usize> = servers.iter_mut().map(|s| s.exchanges().unwrap().len()).collect();
+    let counts = settled_counts(&mut servers, 6);
     assert_eq!(counts, vec![2, 2, 2]);
+}
+
+/// Exchanges per server once `expected` have been reported in all (or after 5 s): a
+/// server reports an exchange only after its client may already have returned.
+fn settled_counts(servers: &mut [smap_e2e::Server], expected: usize) -> Vec<usize> {
+    let mut counts = vec![0; servers.len()];
+    let started = std::time::Instant::now();
+    while counts.iter().sum::<usize>() < expected && started.elapsed() < Duration::from_secs(5) {
+        for (count, server) in counts.iter_mut().zip(servers.iter_mut()) {
+            *count += server.exchanges().unwrap().len();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    counts
 }
 
 #[test]
