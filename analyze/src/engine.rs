@@ -3,15 +3,14 @@
 //! No clock, no network, no kernel: the same events always give the same topology,
 //! live (`smap watch`) or replayed (`smap build`).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 
-use lru::LruCache;
+use hashbrown::HashMap;
 use smap_replay::{ConnEvent, ConnKind, Event, ObjectAction, ObjectEvent, ObjectKind, Protocol, Side, TimeNs};
 
 use crate::cluster::ClusterState;
 use crate::config::Config;
+use crate::conn_table::{ConnKey, ConnState, ConnTable};
 use crate::resolve::{is_local, resolve_destination, resolve_source, EntityRef};
 use crate::topology::BuildStats;
 
@@ -52,27 +51,6 @@ pub struct EdgeStats {
     pub last_seen: TimeNs,
 }
 
-/// A connection as the table knows it: both ends of one connection share the
-/// client's address and port, whichever socket reported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct ConnKey {
-    protocol: Protocol,
-    client_ip: IpAddr,
-    client_port: u16,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct ConnState {
-    edge: EdgeId,
-    /// The end whose byte counts are used (the first to report), so bytes are
-    /// counted once though both ends report them.
-    owner: Side,
-    opened: u8,
-    closed: u8,
-    bytes_done: bool,
-    last: TimeNs,
-}
-
 fn bit(side: Side) -> u8 {
     match side {
         Side::Client => 1,
@@ -99,7 +77,7 @@ pub struct Engine {
     entity_ids: HashMap<EntityRef, EntityId>,
     edges: Vec<EdgeStats>,
     edge_ids: HashMap<EdgeKey, EdgeId>,
-    conns: LruCache<ConnKey, ConnState>,
+    conns: ConnTable,
     source_cache: HashMap<IpAddr, EntityId>,
     destination_cache: HashMap<(IpAddr, u16), (EntityId, u16)>,
     window: Option<(TimeNs, TimeNs)>,
@@ -114,15 +92,14 @@ const CACHE_LIMIT: usize = 65_536;
 impl Engine {
     /// A new engine with this configuration.
     pub fn new(config: Config) -> Self {
-        let capacity = NonZeroUsize::new(config.max_connections).unwrap_or(NonZeroUsize::MIN);
         Engine {
+            conns: ConnTable::new(config.max_connections),
             config,
             cluster: ClusterState::default(),
             entities: Vec::new(),
             entity_ids: HashMap::new(),
             edges: Vec::new(),
             edge_ids: HashMap::new(),
-            conns: LruCache::new(capacity),
             source_cache: HashMap::new(),
             destination_cache: HashMap::new(),
             window: None,
@@ -257,7 +234,7 @@ impl Engine {
     }
 
     fn key(e: &ConnEvent) -> ConnKey {
-        ConnKey { protocol: e.kind.protocol(), client_ip: e.src_ip, client_port: e.src_port }
+        ConnKey::new(e.kind.protocol(), e.src_ip, e.src_port)
     }
 
     fn within(&self, state: &ConnState, t: TimeNs) -> bool {
@@ -283,7 +260,7 @@ impl Engine {
         self.edges[edge as usize].connections += 1;
         self.insert_conn(
             key,
-            ConnState { edge, owner: e.side, opened: side, closed: 0, bytes_done: false, last: e.time_ns },
+            ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: 0, bytes_done: false },
         );
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
@@ -310,7 +287,7 @@ impl Engine {
                 let (edge, new) = self.edge_for(e);
                 self.edges[edge as usize].connections += 1;
                 let state =
-                    ConnState { edge, owner: e.side, opened: side, closed: side, bytes_done: false, last: e.time_ns };
+                    ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: side, bytes_done: false };
                 (state, new.then_some(edge))
             }
         };
@@ -321,7 +298,7 @@ impl Engine {
         let edge = state.edge;
         self.touch(edge, e.time_ns);
         if state.opened == 3 && state.closed == 3 {
-            self.conns.pop(&key);
+            self.conns.remove(&key);
         } else if joinable.is_some() {
             if let Some(slot) = self.conns.get_mut(&key) {
                 *slot = state;
@@ -362,7 +339,7 @@ impl Engine {
         self.add_bytes(edge, e);
         self.insert_conn(
             key,
-            ConnState { edge, owner: e.side, opened: side, closed: 0, bytes_done: false, last: e.time_ns },
+            ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: 0, bytes_done: false },
         );
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
@@ -383,11 +360,10 @@ impl Engine {
     }
 
     fn insert_conn(&mut self, key: ConnKey, state: ConnState) {
-        if let Some((evicted_key, evicted)) = self.conns.push(key, state) {
+        if let Some((_, evicted)) = self.conns.insert(key, state) {
             // A connection both of whose ends closed only waited for a late report:
             // dropping it loses nothing.
-            let finished = evicted.closed != 0 && evicted.closed & evicted.opened == evicted.opened;
-            if evicted_key != key && !finished {
+            if !evicted.finished() {
                 self.stats.evicted += 1;
             }
         }
@@ -401,12 +377,11 @@ impl Engine {
     fn expire(&mut self, now: TimeNs) {
         let dedup = duration_ns(self.config.dedup_window);
         let ttl = duration_ns(self.config.connection_ttl);
-        while let Some((key, state)) = self.conns.peek_lru() {
+        while let Some((key, state)) = self.conns.oldest() {
             let idle = now.saturating_sub(state.last);
-            let finished = state.closed != 0 && state.closed & state.opened == state.opened;
-            let idle_flow = key.protocol == Protocol::Udp && idle > ttl;
-            if idle_flow || (finished && idle > dedup) {
-                self.conns.pop_lru();
+            let idle_flow = key.protocol() == Protocol::Udp && idle > ttl;
+            if idle_flow || (state.finished() && idle > dedup) {
+                self.conns.pop_oldest();
             } else {
                 break;
             }

@@ -7,6 +7,7 @@ pub mod build;
 pub mod classify;
 pub mod cluster;
 pub mod config;
+mod conn_table;
 pub mod engine;
 pub mod events;
 pub mod render;
