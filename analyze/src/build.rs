@@ -51,7 +51,7 @@ pub fn fold(input: BuildInput, config: Config, progress: &mut dyn FnMut(u64)) ->
         let c = &recording.meta().counters;
         engine.add_source_losses(c.dropped, c.evicted, c.unparsed);
     }
-    let events = MergedEvents::new(&input.recordings, input.snapshot)?;
+    let events = MergedEvents::facts(&input.recordings, input.snapshot)?;
     let mut folded = 0u64;
     for event in events {
         engine.apply(&event?);

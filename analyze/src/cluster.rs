@@ -1,7 +1,9 @@
 //! Kubernetes state as of the event being folded: objects applied in event-time order,
 //! indexed by IP so a connection resolves against the cluster as it was at that moment.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use hashbrown::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -119,6 +121,21 @@ pub struct SliceInfo {
     pub endpoints: Vec<SliceEndpoint>,
 }
 
+/// Which addresses may resolve differently after an object was applied, so the
+/// engine's resolution caches can drop just those (pod churn touches a few addresses;
+/// clearing everything on every change made a churning cluster re-resolve all its
+/// traffic).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Changed {
+    /// Nothing resolution depends on.
+    Nothing,
+    /// These addresses (in the forms the cluster knows them).
+    Addresses(Vec<IpAddr>),
+    /// Possibly any address (a Service, a Node, a hostNetwork pod, a Service gaining or
+    /// losing its EndpointSlices...).
+    Everything,
+}
+
 /// The cluster as of the current event time.
 #[derive(Debug, Default)]
 pub struct ClusterState {
@@ -140,15 +157,22 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    /// Applies one object event.
-    pub fn apply(&mut self, event: &ObjectEvent) {
+    /// Applies one object event and says whose resolution it may have changed.
+    pub fn apply(&mut self, event: &ObjectEvent) -> Changed {
         let deleted = event.action == ObjectAction::Deleted;
         let key = key(&event.namespace, &event.name);
         let parsed = match event.kind {
             ObjectKind::Pod => serde_json::from_str::<Pod>(&event.object).map(|pod| {
+                let old = self.pods.get(&key).map(pod_addresses);
                 self.remove_pod(&key);
-                if !deleted {
-                    self.insert_pod(pod_info(key.clone(), &pod));
+                let new = (!deleted).then(|| pod_info(key.clone(), &pod));
+                let new_addresses = new.as_ref().map(pod_addresses);
+                if let Some(pod) = new {
+                    self.insert_pod(pod);
+                }
+                match (old, new_addresses) {
+                    (Some(None), _) | (_, Some(None)) => Changed::Everything,
+                    (old, new) => self.with_pod_partners(old.flatten().into_iter().chain(new.flatten()).flatten()),
                 }
             }),
             ObjectKind::Service => serde_json::from_str::<Service>(&event.object).map(|svc| {
@@ -156,11 +180,30 @@ impl ClusterState {
                 if !deleted {
                     self.insert_service(service_info(key.clone(), &svc));
                 }
+                Changed::Everything
             }),
             ObjectKind::EndpointSlice => serde_json::from_str::<EndpointSlice>(&event.object).map(|slice| {
+                let old = self.slices.get(&key).map(|s| (s.service.clone(), slice_addresses(s)));
+                let new = (!deleted).then(|| slice_info(&slice));
+                let services: Vec<Key> = old
+                    .iter()
+                    .filter_map(|(s, _)| s.clone())
+                    .chain(new.iter().filter_map(|s| s.service.clone()))
+                    .collect();
+                let had_slices: Vec<bool> = services.iter().map(|s| self.slices_by_service.contains_key(s)).collect();
+                let mut addresses = old.map(|(_, ips)| ips).unwrap_or_default();
+                addresses.extend(new.iter().flat_map(slice_addresses));
                 self.remove_slice(&key);
-                if !deleted {
-                    self.insert_slice(key.clone(), slice_info(&slice));
+                if let Some(slice) = new {
+                    self.insert_slice(key.clone(), slice);
+                }
+                // A Service without slices is resolved by its selector instead.
+                let switched =
+                    services.iter().zip(had_slices).any(|(s, had)| self.slices_by_service.contains_key(s) != had);
+                if switched {
+                    Changed::Everything
+                } else {
+                    self.with_pod_partners(addresses)
                 }
             }),
             ObjectKind::Node => serde_json::from_str::<Node>(&event.object).map(|node| {
@@ -168,13 +211,27 @@ impl ClusterState {
                 if !deleted {
                     self.insert_node(&event.name, &node);
                 }
+                Changed::Everything
             }),
             // Recorded for analyses that do not exist yet; resolution needs none of them.
-            ObjectKind::Namespace | ObjectKind::Ingress | ObjectKind::NetworkPolicy => Ok(()),
+            ObjectKind::Namespace | ObjectKind::Ingress | ObjectKind::NetworkPolicy => Ok(Changed::Nothing),
         };
-        if parsed.is_err() {
+        parsed.unwrap_or_else(|_| {
             self.unparsed += 1;
-        }
+            Changed::Nothing
+        })
+    }
+
+    /// The addresses, plus the other addresses of the pods holding them: a dual-stack
+    /// pod resolves both its addresses through whichever one a slice lists.
+    fn with_pod_partners(&self, addresses: impl IntoIterator<Item = IpAddr>) -> Changed {
+        let mut out: Vec<IpAddr> = addresses.into_iter().collect();
+        let partners: Vec<IpAddr> =
+            out.iter().filter_map(|ip| self.pod_by_ip(ip)).flat_map(|pod| pod.ips.iter().copied()).collect();
+        out.extend(partners);
+        out.sort_unstable();
+        out.dedup();
+        Changed::Addresses(out)
     }
 
     /// Objects that could not be parsed so far.
@@ -397,6 +454,16 @@ impl ClusterState {
             }
         }
     }
+}
+
+/// The addresses a pod's resolution touches (its own and its node's), or None for a
+/// hostNetwork pod, which changes what its node's address resolves to on its ports.
+fn pod_addresses(pod: &PodInfo) -> Option<Vec<IpAddr>> {
+    (!pod.host_network).then(|| pod.ips.iter().copied().chain(pod.host_ip).collect())
+}
+
+fn slice_addresses(slice: &SliceInfo) -> Vec<IpAddr> {
+    slice.endpoints.iter().flat_map(|e| e.ips.iter().copied()).collect()
 }
 
 fn count(n: usize) -> u32 {

@@ -12,20 +12,23 @@ use crate::engine::EdgeId;
 
 /// Which connection an event belongs to: both ends of one connection report the
 /// client's address and port, whichever socket reported. IPv4 and IPv6 share one
-/// 16-byte form (IPv4-mapped) so the key packs into 20 bytes.
+/// 16-byte form (IPv4-mapped), held as two words so comparing and hashing keys is a
+/// few register operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ConnKey {
-    client_ip: [u8; 16],
+    client_ip: [u64; 2],
     client_port: u16,
     udp: bool,
 }
 
 impl ConnKey {
     pub(crate) fn new(protocol: Protocol, client_ip: IpAddr, client_port: u16) -> Self {
-        let client_ip = match client_ip {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-            IpAddr::V6(v6) => v6.octets(),
+        let bits = match client_ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+            IpAddr::V6(v6) => v6.to_bits(),
         };
+        // Truncation is the point: the high and the low word.
+        let client_ip = [(bits >> 64) as u64, bits as u64];
         ConnKey { client_ip, client_port, udp: protocol == Protocol::Udp }
     }
 
@@ -77,7 +80,7 @@ struct Slot {
 }
 
 const EMPTY: Slot = Slot {
-    key: ConnKey { client_ip: [0; 16], client_port: 0, udp: false },
+    key: ConnKey { client_ip: [0; 2], client_port: 0, udp: false },
     state: ConnState { last: 0, edge: 0, owner: Side::Client, opened: 0, closed: 0, bytes_done: false },
     older: NONE,
     newer: NONE,

@@ -6,9 +6,9 @@
 use std::net::IpAddr;
 
 use hashbrown::HashMap;
-use smap_replay::{ConnEvent, ConnKind, Event, ObjectAction, ObjectEvent, ObjectKind, Protocol, Side, TimeNs};
+use smap_replay::{ConnFacts, ConnKind, ConnRecord, Event, ObjectAction, ObjectEvent, Protocol, Side, TimeNs};
 
-use crate::cluster::ClusterState;
+use crate::cluster::{Changed, ClusterState};
 use crate::config::Config;
 use crate::conn_table::{ConnKey, ConnState, ConnTable};
 use crate::resolve::{is_local, resolve_destination, resolve_source, EntityRef};
@@ -79,7 +79,8 @@ pub struct Engine {
     edge_ids: HashMap<EdgeKey, EdgeId>,
     conns: ConnTable,
     source_cache: HashMap<IpAddr, EntityId>,
-    destination_cache: HashMap<(IpAddr, u16), (EntityId, u16)>,
+    /// Per address, the ports resolved so far: (port dialed, node, port of the edge).
+    destination_cache: HashMap<IpAddr, Vec<(u16, EntityId, u16)>>,
     window: Option<(TimeNs, TimeNs)>,
     stats: BuildStats,
     /// Newest resourceVersion applied per object uid, and whether it was deleted.
@@ -88,6 +89,8 @@ pub struct Engine {
 
 /// Resolution caches are dropped past this size so odd traffic cannot grow them.
 const CACHE_LIMIT: usize = 65_536;
+/// Ports remembered per destination address (searched linearly: services listen on few).
+const PORTS_PER_ADDRESS: usize = 32;
 
 impl Engine {
     /// A new engine with this configuration.
@@ -151,7 +154,7 @@ impl Engine {
     }
 
     /// Folds one event. Events must come in non-decreasing time order.
-    pub fn apply(&mut self, event: &Event) -> Applied {
+    pub fn apply<C: ConnRecord>(&mut self, event: &Event<C>) -> Applied {
         let t = event.time_ns();
         self.window = Some(match self.window {
             None => (t, t),
@@ -159,7 +162,7 @@ impl Engine {
         });
         match event {
             Event::Object(object) => self.apply_object(object),
-            Event::Conn(conn) => self.apply_conn(conn),
+            Event::Conn(conn) => self.apply_conn(&conn.facts()),
         }
     }
 
@@ -168,11 +171,21 @@ impl Engine {
         if self.seen_before(object) {
             return Applied::default();
         }
-        self.cluster.apply(object);
-        if matches!(object.kind, ObjectKind::Pod | ObjectKind::Service | ObjectKind::EndpointSlice | ObjectKind::Node) {
-            // Resolution depends on these: cached answers may be stale now.
-            self.source_cache.clear();
-            self.destination_cache.clear();
+        match self.cluster.apply(object) {
+            Changed::Nothing => {}
+            Changed::Everything => {
+                self.source_cache.clear();
+                self.destination_cache.clear();
+            }
+            Changed::Addresses(addresses) => {
+                for ip in addresses {
+                    // Events may carry either form of an IPv4 address.
+                    for form in [ip, mapped_form(ip)] {
+                        self.source_cache.remove(&form);
+                        self.destination_cache.remove(&form);
+                    }
+                }
+            }
         }
         Applied { cluster_changed: true, ..Applied::default() }
     }
@@ -212,7 +225,7 @@ impl Engine {
         duplicate
     }
 
-    fn apply_conn(&mut self, e: &ConnEvent) -> Applied {
+    fn apply_conn(&mut self, e: &ConnFacts) -> Applied {
         self.stats.conn_events += 1;
         self.expire(e.time_ns);
         if is_local(&e.src_ip) || is_local(&e.dst_ip) {
@@ -233,7 +246,7 @@ impl Engine {
         }
     }
 
-    fn key(e: &ConnEvent) -> ConnKey {
+    fn key(e: &ConnFacts) -> ConnKey {
         ConnKey::new(e.kind.protocol(), e.src_ip, e.src_port)
     }
 
@@ -241,7 +254,7 @@ impl Engine {
         t.saturating_sub(state.last) <= duration_ns(self.config.dedup_window)
     }
 
-    fn on_open(&mut self, e: &ConnEvent) -> Applied {
+    fn on_open(&mut self, e: &ConnFacts) -> Applied {
         let key = Self::key(e);
         let side = bit(e.side);
         let dedup = duration_ns(self.config.dedup_window);
@@ -265,7 +278,7 @@ impl Engine {
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
 
-    fn on_close(&mut self, e: &ConnEvent) -> Applied {
+    fn on_close(&mut self, e: &ConnFacts) -> Applied {
         let key = Self::key(e);
         let side = bit(e.side);
         let existing = self.conns.peek(&key).copied();
@@ -309,7 +322,7 @@ impl Engine {
         Applied { new_edge, touched_edge: Some(edge), cluster_changed: false }
     }
 
-    fn on_flow(&mut self, e: &ConnEvent) -> Applied {
+    fn on_flow(&mut self, e: &ConnFacts) -> Applied {
         // A connected UDP socket that never moved a datagram (a route probe, say) is
         // no traffic between services.
         if e.bytes_sent == 0 && e.bytes_received == 0 {
@@ -344,7 +357,7 @@ impl Engine {
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
 
-    fn add_bytes(&mut self, edge: EdgeId, e: &ConnEvent) {
+    fn add_bytes(&mut self, edge: EdgeId, e: &ConnFacts) {
         let (to_server, to_client) = match e.side {
             Side::Client => (e.bytes_sent, e.bytes_received),
             Side::Server => (e.bytes_received, e.bytes_sent),
@@ -388,7 +401,7 @@ impl Engine {
         }
     }
 
-    fn edge_for(&mut self, e: &ConnEvent) -> (EdgeId, bool) {
+    fn edge_for(&mut self, e: &ConnFacts) -> (EdgeId, bool) {
         let source = self.source_entity(&e.src_ip);
         let (destination, port) = self.destination_entity(&e.dst_ip, e.dst_port);
         let key = EdgeKey { source, destination, protocol: e.kind.protocol(), port };
@@ -425,15 +438,20 @@ impl Engine {
     }
 
     fn destination_entity(&mut self, ip: &IpAddr, port: u16) -> (EntityId, u16) {
-        if let Some(hit) = self.destination_cache.get(&(*ip, port)) {
-            return *hit;
+        let ports = self.destination_cache.get(ip);
+        if let Some(&(_, id, edge_port)) = ports.and_then(|ports| ports.iter().find(|(p, _, _)| *p == port)) {
+            return (id, edge_port);
         }
         let (entity, edge_port) = resolve_destination(&self.cluster, ip, port);
         let id = self.intern(entity);
         if self.destination_cache.len() >= CACHE_LIMIT {
             self.destination_cache.clear();
         }
-        self.destination_cache.insert((*ip, port), (id, edge_port));
+        let ports = self.destination_cache.entry(*ip).or_default();
+        if ports.len() >= PORTS_PER_ADDRESS {
+            ports.clear();
+        }
+        ports.push((port, id, edge_port));
         (id, edge_port)
     }
 
@@ -459,6 +477,14 @@ impl Engine {
         self.entities.push(entity.clone());
         self.entity_ids.insert(entity, id);
         id
+    }
+}
+
+/// The other spelling of an IPv4 address (IPv4-mapped IPv6 and back).
+fn mapped_form(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
     }
 }
 

@@ -53,7 +53,9 @@ fn resolution(c: &mut Criterion) {
     let mut addresses = Vec::new();
     for event in &events {
         match event {
-            Event::Object(o) => cluster.apply(o),
+            Event::Object(o) => {
+                cluster.apply(o);
+            }
             Event::Conn(c) => addresses.push((c.src_ip, c.dst_ip, c.dst_port)),
         }
     }

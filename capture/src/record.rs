@@ -168,7 +168,7 @@ impl Reorder {
         for mut event in events {
             event.time_ns = event.time_ns.max(self.released_upto);
             self.newest = self.newest.max(event.time_ns);
-            self.pending.push(Event::Object(event));
+            self.pending.push(Event::Object(Box::new(event)));
         }
     }
 

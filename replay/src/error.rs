@@ -55,6 +55,12 @@ pub enum ReplayError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A background decoding thread could not be started or failed.
+    #[error("cannot decode in the background: {reason}")]
+    Thread {
+        /// What went wrong.
+        reason: String,
+    },
     /// A value in a segment cannot be decoded (unknown kind, bad IP address...).
     #[error("{path}: column `{column}` holds an invalid value {value:?}")]
     BadValue {

@@ -150,6 +150,60 @@ pub struct ConnEvent {
     pub error: u16,
 }
 
+/// The fields of a connection event that attribution needs: what the engine folds.
+/// Small and `Copy`, so a replay that only builds a topology reads and moves nothing
+/// else (no process name, no node name, no socket ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnFacts {
+    /// Event time.
+    pub time_ns: TimeNs,
+    /// What happened.
+    pub kind: ConnKind,
+    /// Which end reported it.
+    pub side: Side,
+    /// Client address as the reporting socket saw it.
+    pub src_ip: IpAddr,
+    /// Client port.
+    pub src_port: u16,
+    /// Server address as the reporting socket saw it.
+    pub dst_ip: IpAddr,
+    /// Server port as the reporting socket saw it.
+    pub dst_port: u16,
+    /// Payload bytes the reporting socket sent.
+    pub bytes_sent: u64,
+    /// Payload bytes the reporting socket received.
+    pub bytes_received: u64,
+}
+
+/// A connection event, whole or reduced to its [`ConnFacts`]: what the engine and
+/// the merge accept.
+pub trait ConnRecord {
+    /// The facts the engine folds.
+    fn facts(&self) -> ConnFacts;
+}
+
+impl ConnRecord for ConnEvent {
+    fn facts(&self) -> ConnFacts {
+        ConnFacts {
+            time_ns: self.time_ns,
+            kind: self.kind,
+            side: self.side,
+            src_ip: self.src_ip,
+            src_port: self.src_port,
+            dst_ip: self.dst_ip,
+            dst_port: self.dst_port,
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+        }
+    }
+}
+
+impl ConnRecord for ConnFacts {
+    fn facts(&self) -> ConnFacts {
+        *self
+    }
+}
+
 /// Kubernetes object kinds a recording carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ObjectKind {
@@ -255,20 +309,28 @@ pub struct ObjectEvent {
     pub object: String,
 }
 
-/// Any event on a recording's timeline.
+/// Any event on a recording's timeline; connection events whole ([`ConnEvent`], the
+/// default) or as [`ConnFacts`] when only a topology is wanted.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
+pub enum Event<C = ConnEvent> {
     /// A connection event.
-    Conn(ConnEvent),
-    /// A Kubernetes object event.
-    Object(ObjectEvent),
+    Conn(C),
+    /// A Kubernetes object event (boxed: it is rare and large, and events are moved
+    /// through every stage of a replay).
+    Object(Box<ObjectEvent>),
 }
 
-impl Event {
+impl<C> From<ObjectEvent> for Event<C> {
+    fn from(object: ObjectEvent) -> Self {
+        Event::Object(Box::new(object))
+    }
+}
+
+impl<C: ConnRecord> Event<C> {
     /// The event's time.
     pub fn time_ns(&self) -> TimeNs {
         match self {
-            Event::Conn(c) => c.time_ns,
+            Event::Conn(c) => c.facts().time_ns,
             Event::Object(o) => o.time_ns,
         }
     }

@@ -4,6 +4,7 @@
 //! No IO here beyond files: live sources live in `smap-capture`, the engine in
 //! `smap-analyze`.
 
+pub mod background;
 pub mod error;
 pub mod event;
 pub mod kubectl;
@@ -16,7 +17,9 @@ pub mod time;
 pub mod writer;
 
 pub use error::{ReplayError, Result};
-pub use event::{ConnEvent, ConnKind, Event, ObjectAction, ObjectEvent, ObjectKind, Protocol, Side, TimeNs};
+pub use event::{
+    ConnEvent, ConnFacts, ConnKind, ConnRecord, Event, ObjectAction, ObjectEvent, ObjectKind, Protocol, Side, TimeNs,
+};
 pub use merge::MergedEvents;
 pub use meta::{Counters, RecordingMeta, SCHEMA_VERSION};
 pub use reader::Recording;

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int8Type, TimestampNanosecondType, UInt16Type, UInt32Type, UInt64Type};
-use arrow_array::{Array, ArrowPrimitiveType, DictionaryArray, PrimitiveArray, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, DictionaryArray, PrimitiveArray, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
 
 use crate::error::{ReplayError, Result};
-use crate::event::{ConnEvent, ConnKind, ObjectAction, ObjectEvent, ObjectKind, Side};
+use crate::event::{ConnEvent, ConnFacts, ConnKind, ObjectAction, ObjectEvent, ObjectKind, Side};
 use crate::meta::{RecordingMeta, META_FILE, SCHEMA_VERSION};
 use crate::schema::{Stream, VERSION_KEY};
 use crate::writer::PARTIAL_SUFFIX;
@@ -98,8 +99,20 @@ impl Recording {
     /// Connection events in recorded order.
     pub fn conn_events(&self) -> ConnEvents {
         StreamEvents {
-            segments: SegmentBatches::new(Stream::Conn, self.conn_segments.clone()),
-            decode: decode_conn_batch,
+            segments: SegmentBatches::new(Stream::Conn, self.conn_segments.clone(), None),
+            decode: Box::new(decode_conn_batch),
+            buffer: Vec::new().into_iter(),
+        }
+    }
+
+    /// Connection events in recorded order, reduced to what the engine folds: only
+    /// those columns are read, and each dictionary (addresses, kinds) is parsed once
+    /// per row group instead of once per batch.
+    pub fn conn_facts(&self) -> StreamEvents<ConnFacts> {
+        let mut decoder = FactsDecoder::default();
+        StreamEvents {
+            segments: SegmentBatches::new(Stream::Conn, self.conn_segments.clone(), Some(&FACT_COLUMNS)),
+            decode: Box::new(move |path, batch| decoder.decode(path, batch)),
             buffer: Vec::new().into_iter(),
         }
     }
@@ -107,8 +120,8 @@ impl Recording {
     /// Kubernetes object events in recorded order.
     pub fn object_events(&self) -> ObjectEvents {
         StreamEvents {
-            segments: SegmentBatches::new(Stream::Objects, self.object_segments.clone()),
-            decode: decode_object_batch,
+            segments: SegmentBatches::new(Stream::Objects, self.object_segments.clone(), None),
+            decode: Box::new(decode_object_batch),
             buffer: Vec::new().into_iter(),
         }
     }
@@ -117,7 +130,7 @@ impl Recording {
     pub fn validate(&self) -> Result<()> {
         for (stream, paths) in [(Stream::Conn, &self.conn_segments), (Stream::Objects, &self.object_segments)] {
             for path in paths {
-                open_segment(stream, path)?;
+                open_segment(stream, path, None)?;
             }
         }
         Ok(())
@@ -138,7 +151,11 @@ fn segment_stream(name: &str) -> Option<Stream> {
     [Stream::Conn, Stream::Objects].into_iter().find(|s| s.prefix() == prefix)
 }
 
-fn open_segment(stream: Stream, path: &Path) -> Result<ParquetRecordBatchReader> {
+/// The columns [`ConnFacts`] are decoded from.
+const FACT_COLUMNS: [&str; 9] =
+    ["time", "kind", "side", "src_ip", "src_port", "dst_ip", "dst_port", "bytes_sent", "bytes_received"];
+
+fn open_segment(stream: Stream, path: &Path, columns: Option<&[&str]>) -> Result<ParquetRecordBatchReader> {
     let file = File::open(path).map_err(ReplayError::io(path))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(ReplayError::parquet(path))?;
     let version = builder
@@ -175,19 +192,27 @@ fn open_segment(stream: Stream, path: &Path) -> Result<ParquetRecordBatchReader>
             }
         }
     }
+    let builder = match columns {
+        Some(names) => {
+            let mask = ProjectionMask::columns(builder.parquet_schema(), names.iter().copied());
+            builder.with_projection(mask)
+        }
+        None => builder,
+    };
     builder.with_batch_size(READ_BATCH_ROWS).build().map_err(ReplayError::parquet(path))
 }
 
 /// Record batches of a stream's segments, one segment open at a time.
 struct SegmentBatches {
     stream: Stream,
+    columns: Option<&'static [&'static str]>,
     pending: std::vec::IntoIter<PathBuf>,
     current: Option<(PathBuf, ParquetRecordBatchReader)>,
 }
 
 impl SegmentBatches {
-    fn new(stream: Stream, paths: Vec<PathBuf>) -> Self {
-        SegmentBatches { stream, pending: paths.into_iter(), current: None }
+    fn new(stream: Stream, paths: Vec<PathBuf>, columns: Option<&'static [&'static str]>) -> Self {
+        SegmentBatches { stream, columns, pending: paths.into_iter(), current: None }
     }
 
     fn next_batch(&mut self) -> Option<Result<(PathBuf, RecordBatch)>> {
@@ -205,7 +230,7 @@ impl SegmentBatches {
                 }
             }
             let path = self.pending.next()?;
-            match open_segment(self.stream, &path) {
+            match open_segment(self.stream, &path, self.columns) {
                 Ok(reader) => self.current = Some((path, reader)),
                 Err(e) => {
                     self.pending = Vec::new().into_iter();
@@ -222,11 +247,24 @@ fn arrow_error(path: &Path, e: ArrowError) -> ReplayError {
     ReplayError::Arrow { path: path.to_owned(), source: e }
 }
 
+type Decode<T> = Box<dyn FnMut(&Path, &RecordBatch) -> Result<Vec<T>> + Send>;
+
 /// Events of one stream, decoded a batch at a time.
 pub struct StreamEvents<T> {
     segments: SegmentBatches,
-    decode: fn(&Path, &RecordBatch) -> Result<Vec<T>>,
+    decode: Decode<T>,
     buffer: std::vec::IntoIter<T>,
+}
+
+impl<T> StreamEvents<T> {
+    /// The next decoded batch, whole.
+    pub fn next_batch(&mut self) -> Option<Result<Vec<T>>> {
+        let (path, batch) = match self.segments.next_batch()? {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
+        Some((self.decode)(&path, &batch))
+    }
 }
 
 /// Iterator over a recording's connection events.
@@ -242,11 +280,7 @@ impl<T> Iterator for StreamEvents<T> {
             if let Some(event) = self.buffer.next() {
                 return Some(Ok(event));
             }
-            let (path, batch) = match self.segments.next_batch()? {
-                Ok(b) => b,
-                Err(e) => return Some(Err(e)),
-            };
-            match (self.decode)(&path, &batch) {
+            match self.next_batch()? {
                 Ok(events) => self.buffer = events.into_iter(),
                 Err(e) => return Some(Err(e)),
             }
@@ -367,6 +401,106 @@ fn decode_conn_batch(path: &Path, batch: &RecordBatch) -> Result<Vec<ConnEvent>>
         });
     }
     Ok(out)
+}
+
+/// A dictionary column's values, parsed once and reused while the reader hands out
+/// the same dictionary (it does for every batch of a row group).
+struct ParsedDict<V> {
+    source: Option<ArrayRef>,
+    values: Vec<V>,
+}
+
+impl<V> Default for ParsedDict<V> {
+    fn default() -> Self {
+        ParsedDict { source: None, values: Vec::new() }
+    }
+}
+
+impl<V: Copy> ParsedDict<V> {
+    /// Refreshes the parsed values for this batch's dictionary and returns its keys.
+    fn keys<'a, K>(
+        &mut self,
+        path: &Path,
+        batch: &'a RecordBatch,
+        name: &'static str,
+        parse: impl Fn(&str) -> Option<V>,
+    ) -> Result<&'a [K::Native]>
+    where
+        K: arrow_array::types::ArrowDictionaryKeyType,
+    {
+        let array = column(path, batch, name)?;
+        let array: &DictionaryArray<K> = array.as_dictionary_opt::<K>().ok_or_else(|| wrong_type(path, name))?;
+        if array.null_count() > 0 {
+            return Err(ReplayError::BadValue { path: path.to_owned(), column: name, value: "null".to_owned() });
+        }
+        let values = array.values();
+        if !self.source.as_ref().is_some_and(|source| Arc::ptr_eq(source, values)) {
+            let strings = values.as_string_opt::<i32>().ok_or_else(|| wrong_type(path, name))?;
+            self.values.clear();
+            for text in strings.iter() {
+                let text = text.unwrap_or_default();
+                match parse(text) {
+                    Some(v) => self.values.push(v),
+                    None => {
+                        self.source = None;
+                        return Err(ReplayError::BadValue {
+                            path: path.to_owned(),
+                            column: name,
+                            value: text.to_owned(),
+                        });
+                    }
+                }
+            }
+            self.source = Some(Arc::clone(values));
+        }
+        Ok(array.keys().values())
+    }
+
+    fn get<K: TryInto<usize> + Copy>(&self, path: &Path, name: &'static str, key: K) -> Result<V> {
+        key.try_into().ok().and_then(|k| self.values.get(k)).copied().ok_or_else(|| ReplayError::BadValue {
+            path: path.to_owned(),
+            column: name,
+            value: "dictionary key out of range".to_owned(),
+        })
+    }
+}
+
+/// Decodes [`ConnFacts`], keeping parsed dictionaries across batches.
+#[derive(Default)]
+struct FactsDecoder {
+    kind: ParsedDict<ConnKind>,
+    side: ParsedDict<Side>,
+    src_ip: ParsedDict<IpAddr>,
+    dst_ip: ParsedDict<IpAddr>,
+}
+
+impl FactsDecoder {
+    fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ConnFacts>> {
+        let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
+        let kind = self.kind.keys::<Int8Type>(path, batch, "kind", ConnKind::parse)?;
+        let side = self.side.keys::<Int8Type>(path, batch, "side", Side::parse)?;
+        let src_ip = self.src_ip.keys::<Int32Type>(path, batch, "src_ip", |s| s.parse().ok())?;
+        let dst_ip = self.dst_ip.keys::<Int32Type>(path, batch, "dst_ip", |s| s.parse().ok())?;
+        let src_port = primitive::<UInt16Type>(path, batch, "src_port")?.values();
+        let dst_port = primitive::<UInt16Type>(path, batch, "dst_port")?.values();
+        let bytes_sent = primitive::<UInt64Type>(path, batch, "bytes_sent")?.values();
+        let bytes_received = primitive::<UInt64Type>(path, batch, "bytes_received")?.values();
+        let mut out = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            out.push(ConnFacts {
+                time_ns: time[row],
+                kind: self.kind.get(path, "kind", kind[row])?,
+                side: self.side.get(path, "side", side[row])?,
+                src_ip: self.src_ip.get(path, "src_ip", src_ip[row])?,
+                src_port: src_port[row],
+                dst_ip: self.dst_ip.get(path, "dst_ip", dst_ip[row])?,
+                dst_port: dst_port[row],
+                bytes_sent: bytes_sent[row],
+                bytes_received: bytes_received[row],
+            });
+        }
+        Ok(out)
+    }
 }
 
 fn decode_object_batch(path: &Path, batch: &RecordBatch) -> Result<Vec<ObjectEvent>> {

@@ -20,7 +20,7 @@ pub fn next_resource_version() -> String {
 /// An object event from an object's JSON, identity read from its metadata.
 pub fn object(kind: ObjectKind, action: ObjectAction, value: Value, t: i64) -> Event {
     let meta = &value["metadata"];
-    Event::Object(ObjectEvent {
+    Event::from(ObjectEvent {
         time_ns: t,
         kind,
         action,

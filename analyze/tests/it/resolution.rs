@@ -604,3 +604,58 @@ fn evictions_are_counted_when_the_table_is_full() {
     assert_eq!(t.stats.evicted, 6);
     assert_eq!(edges(&t), vec![edge("shop/web", "shop/api", "tcp", 80, 10, 0, 0, 0)]);
 }
+
+#[test]
+fn cached_resolutions_follow_the_cluster_as_it_changes() {
+    // The same addresses are dialed after each change: an answer cached before it
+    // would show up as a wrong edge.
+    let dial = |port: u16, t: i64| {
+        [
+            conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", port, "10.244.3.30", 8080, t),
+            conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", port + 1, "fd00::30", 8080, t),
+            conn(ConnKind::TcpConnect, Side::Client, "10.244.3.30", port, "10.96.0.20", 80, t),
+        ]
+        .map(Event::Conn)
+    };
+    let mut dual_stack = pod_json("shop", "cache-1", "10.244.3.30", json!({"app": "cache"}), None, true);
+    dual_stack["status"]["podIPs"] = json!([{"ip": "10.244.3.30"}, {"ip": "fd00::30"}]);
+    let mut events = shop();
+    events.push(object(ObjectKind::Pod, ObjectAction::Added, dual_stack.clone(), T0 + MS));
+    events.extend(dial(41000, T0 + 2 * MS));
+    // A Service selects the pod; it has no EndpointSlice yet.
+    events.push(service("shop", "cache", "10.96.0.30", 80, 8080));
+    events.extend(dial(42000, T0 + 3 * MS));
+    // Its first EndpointSlice lists some other pod: selectors no longer stand in.
+    events.push(slice("shop", "cache", &[("10.244.9.9", "elsewhere", true)], T0 + 3 * MS, ObjectAction::Added));
+    events.extend(dial(42500, T0 + 3 * MS + 1));
+    // api's slice now lists the pod's IPv4 address: both of its addresses are api's.
+    let both = [("10.244.2.20", "api-1", true), ("10.244.3.30", "cache-1", true)];
+    events.push(slice("shop", "api", &both, T0 + 4 * MS, ObjectAction::Modified));
+    events.extend(dial(43000, T0 + 5 * MS));
+    // The pod goes, another takes its IPv4 address, api's slice lets go of it.
+    events.push(object(ObjectKind::Pod, ObjectAction::Deleted, dual_stack, T0 + 6 * MS));
+    events.push(object(
+        ObjectKind::Pod,
+        ObjectAction::Added,
+        pod_json("shop", "debug", "10.244.3.30", json!({"app": "debug"}), None, true),
+        T0 + 6 * MS,
+    ));
+    events.push(slice("shop", "api", &[("10.244.2.20", "api-1", true)], T0 + 6 * MS, ObjectAction::Modified));
+    events.extend(dial(44000, T0 + 7 * MS));
+    let t = run(Config { include_external_services: true, ..Config::default() }, events);
+    let mut expected = vec![
+        edge("shop/web", "shop/cache-1", "tcp", 8080, 4, 0, 0, 0),
+        edge("shop/cache-1", "shop/api", "tcp", 80, 2, 0, 0, 0),
+        edge("shop/web", "shop/cache", "tcp", 80, 2, 0, 0, 0),
+        edge("shop/cache", "shop/api", "tcp", 80, 1, 0, 0, 0),
+        edge("shop/web", "shop/api", "tcp", 80, 2, 0, 0, 0),
+        edge("shop/api", "shop/api", "tcp", 80, 1, 0, 0, 0),
+        edge("shop/web", "shop/debug", "tcp", 8080, 1, 0, 0, 0),
+        edge("shop/web", "external/[fd00::30]:8080", "tcp", 8080, 1, 0, 0, 0),
+        edge("shop/debug", "shop/api", "tcp", 80, 1, 0, 0, 0),
+    ];
+    expected.sort();
+    let mut found = edges(&t);
+    found.sort();
+    assert_eq!(found, expected);
+}

@@ -2,7 +2,9 @@
 //! open segment.
 
 use smap_replay::writer::PARTIAL_SUFFIX;
-use smap_replay::{LossCounters, MergedEvents, Recording, RecordingMeta, RecordingWriter, WriterOptions};
+use smap_replay::{
+    ConnRecord, Event, LossCounters, MergedEvents, Recording, RecordingMeta, RecordingWriter, WriterOptions,
+};
 
 use crate::{conn, object};
 
@@ -36,6 +38,8 @@ fn events_round_trip_exactly_across_segments() {
     assert_eq!(recording.segments().count(), 6, "5 connection segments of 1000 rows and 1 object segment");
     let read: Vec<_> = recording.conn_events().map(Result::unwrap).collect();
     assert_eq!(read, conns);
+    let facts: Vec<_> = recording.conn_facts().in_background().unwrap().map(Result::unwrap).collect();
+    assert_eq!(facts, conns.iter().map(ConnRecord::facts).collect::<Vec<_>>(), "the engine's columns alone");
     let read: Vec<_> = recording.object_events().map(Result::unwrap).collect();
     assert_eq!(read, objects);
     assert_eq!(meta.start_ns, Some(conns[0].time_ns));
@@ -100,4 +104,38 @@ fn refuses_to_overwrite_a_recording() {
     RecordingWriter::create(&path, RecordingMeta::new("capture", "n", ""), small_segments()).unwrap();
     let err = RecordingWriter::create(&path, RecordingMeta::new("capture", "n", ""), small_segments()).err().unwrap();
     assert!(err.to_string().contains("not empty"), "{err}");
+}
+
+#[test]
+fn the_facts_merge_gives_the_full_merge_in_the_same_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two nodes whose traffic interleaves, in runs of uneven length, with objects.
+    let recordings: Vec<Recording> = (0..2)
+        .map(|node| {
+            let path = dir.path().join(format!("node-{node}"));
+            let meta = RecordingMeta::new("capture", &format!("node-{node}"), "");
+            let mut writer = RecordingWriter::create(&path, meta, small_segments()).unwrap();
+            for i in (0..4000).filter(|i| (i / (7 + 5 * node)) % 2 == node) {
+                writer.write_conn(&conn(i)).unwrap();
+            }
+            for i in 0..5 {
+                let mut o = object(i + 10 * node);
+                o.time_ns = conn(i * 700 + node).time_ns;
+                writer.write_object(&o).unwrap();
+            }
+            writer.finish(&LossCounters::default()).unwrap();
+            Recording::open(&path).unwrap()
+        })
+        .collect();
+    let full: Vec<_> = MergedEvents::new(&recordings, vec![])
+        .unwrap()
+        .map(|e| match e.unwrap() {
+            Event::Conn(c) => Event::Conn(c.facts()),
+            Event::Object(o) => Event::Object(o),
+        })
+        .collect();
+    let facts: Vec<_> = MergedEvents::facts(&recordings, vec![]).unwrap().map(Result::unwrap).collect();
+    assert_eq!(full.len(), facts.len());
+    assert!(full == facts, "same events in the same order");
+    assert!(facts.windows(2).all(|w| w[0].time_ns() <= w[1].time_ns()));
 }

@@ -175,7 +175,7 @@ fn record_and_build(dir: &Path, mut events: Vec<Event>) -> Topology {
     let recording = Recording::open(&out).unwrap();
     let read: Vec<ObjectEvent> = recording.object_events().map(Result::unwrap).collect();
     let written: Vec<ObjectEvent> =
-        events.iter().filter_map(|e| if let Event::Object(o) = e { Some(o.clone()) } else { None }).collect();
+        events.iter().filter_map(|e| if let Event::Object(o) = e { Some((**o).clone()) } else { None }).collect();
     assert_eq!(read, written, "object events survive the recording unchanged");
     let mut engine = Engine::new(Config::default());
     for event in &events {
@@ -270,7 +270,7 @@ async fn every_kind_is_snapshotted_then_added_modified_and_deleted() {
     // image and port, api's version comes from its labels, and its health from the
     // slice's last readiness.
     let t0 = snapshot.iter().map(|r| r.time_ns).max().unwrap();
-    let mut events: Vec<Event> = snapshot.into_iter().chain(changes).map(Event::Object).collect();
+    let mut events: Vec<Event> = snapshot.into_iter().chain(changes).map(Event::from).collect();
     events.push(Event::Conn(conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", 40000, "10.96.0.20", 80, t0 + MS)));
     events.push(Event::Conn(conn(
         ConnKind::TcpConnect,
@@ -402,7 +402,7 @@ async fn gone_relists_and_reconciles_what_changed_while_disconnected() {
     assert_eq!(object(tombstone)["metadata"]["name"], "web-1");
     assert!(watch.counters().relists >= 2, "pods and services relisted: {:?}", watch.counters());
     // The engine drops the deleted pod from a tombstone as from a full object.
-    let mut events: Vec<Event> = snapshot.into_iter().chain(rows).map(Event::Object).collect();
+    let mut events: Vec<Event> = snapshot.into_iter().chain(rows).map(Event::from).collect();
     let t = events.iter().map(Event::time_ns).max().unwrap();
     events.push(Event::Conn(conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", 40000, "10.96.0.20", 80, t + MS)));
     let topology = record_and_build(dir.path(), events);
@@ -426,7 +426,7 @@ async fn a_pod_ip_reused_by_another_service_is_attributed_by_time() {
     let t_deleted = gone[0].time_ns;
     let t_reused = reused.iter().map(|r| r.time_ns).max().unwrap();
     assert!(t0 < t_deleted && t_deleted <= t_reused);
-    let mut events: Vec<Event> = snapshot.into_iter().chain(gone).chain(reused).map(Event::Object).collect();
+    let mut events: Vec<Event> = snapshot.into_iter().chain(gone).chain(reused).map(Event::from).collect();
     // Before the deletion, 10.244.1.10 is web; after the reuse it is api calling db.
     let before = conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", 40000, "10.96.0.20", 80, t_deleted - 1);
     let after = conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", 40001, "10.96.0.30", 5432, t_reused + 1);
