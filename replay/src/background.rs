@@ -11,21 +11,22 @@ use crate::reader::StreamEvents;
 /// each holds at most one batch of rows, so memory stays bounded.
 const AHEAD: usize = 2;
 
-/// Events decoded on a background thread, in order.
-pub struct Background<T> {
-    batches: Receiver<Result<Vec<T>>>,
-    buffer: std::vec::IntoIter<T>,
+/// Batches of events decoded on a background thread, in order.
+pub struct Background<U> {
+    batches: Receiver<Result<Vec<U>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl<T: Send + 'static> StreamEvents<T> {
-    /// Moves decoding to a thread of its own.
-    pub fn in_background(mut self) -> Result<Background<T>> {
+    /// Moves decoding to a thread of its own, which also turns each event into what
+    /// the consumer wants (`Event::Conn`, say), so the consumer's thread does not.
+    pub fn in_background<U: Send + 'static>(mut self, convert: fn(T) -> U) -> Result<Background<U>> {
         let (sender, batches) = sync_channel(AHEAD);
         let thread = std::thread::Builder::new()
             .name("smap-decode".to_owned())
             .spawn(move || {
                 while let Some(batch) = self.next_batch() {
+                    let batch = batch.map(|events| events.into_iter().map(convert).collect());
                     let failed = batch.is_err();
                     // A closed channel means the consumer stopped early: nothing to do.
                     if sender.send(batch).is_err() || failed {
@@ -34,28 +35,22 @@ impl<T: Send + 'static> StreamEvents<T> {
                 }
             })
             .map_err(|e| ReplayError::Thread { reason: e.to_string() })?;
-        Ok(Background { batches, buffer: Vec::new().into_iter(), thread: Some(thread) })
+        Ok(Background { batches, thread: Some(thread) })
     }
 }
 
-impl<T> Iterator for Background<T> {
-    type Item = Result<T>;
+impl<U> Iterator for Background<U> {
+    type Item = Result<Vec<U>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(event) = self.buffer.next() {
-                return Some(Ok(event));
-            }
-            match self.batches.recv() {
-                Ok(Ok(batch)) => self.buffer = batch.into_iter(),
-                Ok(Err(e)) => return Some(Err(e)),
-                Err(_) => {
-                    // The decoder finished, or died: a panic must not pass for the end.
-                    let thread = self.thread.take()?;
-                    return match thread.join() {
-                        Ok(()) => None,
-                        Err(_) => Some(Err(ReplayError::Thread { reason: "the decoding thread panicked".to_owned() })),
-                    };
+        match self.batches.recv() {
+            Ok(batch) => Some(batch),
+            Err(_) => {
+                // The decoder finished, or died: a panic must not pass for the end.
+                let thread = self.thread.take()?;
+                match thread.join() {
+                    Ok(()) => None,
+                    Err(_) => Some(Err(ReplayError::Thread { reason: "the decoding thread panicked".to_owned() })),
                 }
             }
         }

@@ -6,9 +6,10 @@ use std::collections::BinaryHeap;
 
 use crate::error::Result;
 use crate::event::{ConnEvent, ConnFacts, ConnRecord, Event, ObjectEvent, TimeNs};
-use crate::reader::Recording;
+use crate::reader::{Recording, StreamEvents};
 
-type Source<C> = Box<dyn Iterator<Item = Result<Event<C>>>>;
+/// A stream as batches of events in time order.
+pub type Batches<C> = Box<dyn Iterator<Item = Result<Vec<Event<C>>>>>;
 /// Merge order: time, then objects before connections, then the stream's position.
 type Position = (TimeNs, u8, usize);
 
@@ -18,8 +19,9 @@ type Position = (TimeNs, u8, usize);
 /// the traffic it explains), then streams in the order given, so the merged order is
 /// fully deterministic.
 pub struct MergedEvents<C = ConnEvent> {
-    sources: Vec<Source<C>>,
-    heads: Vec<Option<Event<C>>>,
+    sources: Vec<Batches<C>>,
+    /// The batch each stream is in; its first element is the stream's head.
+    current: Vec<std::vec::IntoIter<Event<C>>>,
     heap: BinaryHeap<Reverse<Position>>,
     /// A stream whose head is known to come first, kept out of the heap: streams
     /// run in long stretches (a node's traffic between two Kubernetes changes), and
@@ -32,12 +34,12 @@ impl MergedEvents<ConnEvent> {
     /// Merges `snapshot` (e.g. objects from `--k8s-from`) with every stream of every
     /// recording. Connection streams are decoded on threads of their own.
     pub fn new(recordings: &[Recording], snapshot: Vec<ObjectEvent>) -> Result<Self> {
-        let mut sources: Vec<Source<ConnEvent>> = vec![snapshot_source(snapshot)];
+        let mut sources = vec![snapshot_batches(snapshot)];
         for recording in recordings {
-            sources.push(Box::new(recording.object_events().map(|r| r.map(|o| Event::Object(Box::new(o))))));
-            sources.push(Box::new(recording.conn_events().in_background()?.map(|r| r.map(Event::Conn))));
+            sources.push(object_batches(recording.object_events()));
+            sources.push(Box::new(recording.conn_events().in_background(Event::Conn)?));
         }
-        Self::from_sources(sources)
+        Self::from_batches(sources)
     }
 }
 
@@ -45,48 +47,58 @@ impl MergedEvents<ConnFacts> {
     /// Like [`MergedEvents::new`], with connection events reduced to what the engine
     /// folds: the fast path for building a topology.
     pub fn facts(recordings: &[Recording], snapshot: Vec<ObjectEvent>) -> Result<Self> {
-        let mut sources: Vec<Source<ConnFacts>> = vec![snapshot_source(snapshot)];
+        let mut sources = vec![snapshot_batches(snapshot)];
         for recording in recordings {
-            sources.push(Box::new(recording.object_events().map(|r| r.map(|o| Event::Object(Box::new(o))))));
-            sources.push(Box::new(recording.conn_facts().in_background()?.map(|r| r.map(Event::Conn))));
+            sources.push(object_batches(recording.object_events()));
+            sources.push(Box::new(recording.conn_facts().in_background(Event::Conn)?));
         }
-        Self::from_sources(sources)
+        Self::from_batches(sources)
     }
 }
 
-fn snapshot_source<C: 'static>(snapshot: Vec<ObjectEvent>) -> Source<C> {
-    Box::new(snapshot.into_iter().map(|o| Ok(Event::Object(Box::new(o)))))
+fn snapshot_batches<C: 'static>(snapshot: Vec<ObjectEvent>) -> Batches<C> {
+    Box::new(std::iter::once(Ok(snapshot.into_iter().map(Event::from).collect())))
+}
+
+fn object_batches<C: 'static>(mut objects: StreamEvents<ObjectEvent>) -> Batches<C> {
+    Box::new(std::iter::from_fn(move || {
+        objects.next_batch().map(|batch| batch.map(|objects| objects.into_iter().map(Event::from).collect()))
+    }))
 }
 
 impl<C: ConnRecord> MergedEvents<C> {
-    /// Merges arbitrary sources, each in non-decreasing time order.
-    pub fn from_sources(sources: Vec<Source<C>>) -> Result<Self> {
+    /// Merges arbitrary streams, each in non-decreasing time order.
+    pub fn from_batches(sources: Vec<Batches<C>>) -> Result<Self> {
         let mut merged = MergedEvents {
-            heads: (0..sources.len()).map(|_| None).collect(),
+            current: (0..sources.len()).map(|_| Vec::new().into_iter()).collect(),
             sources,
             heap: BinaryHeap::new(),
             first: None,
             failed: false,
         };
         for index in 0..merged.sources.len() {
-            if let Some(position) = merged.advance(index)? {
+            if let Some(position) = merged.head(index)? {
                 merged.heap.push(Reverse(position));
             }
         }
         Ok(merged)
     }
 
-    /// Reads the stream's next event into its head.
-    fn advance(&mut self, index: usize) -> Result<Option<Position>> {
-        let Some(next) = self.sources[index].next() else { return Ok(None) };
-        let event = next?;
-        let rank = match event {
-            Event::Object(_) => 0,
-            Event::Conn(_) => 1,
-        };
-        let position = (event.time_ns(), rank, index);
-        self.heads[index] = Some(event);
-        Ok(Some(position))
+    /// Where the stream's next event goes, loading its next batch when needed.
+    fn head(&mut self, index: usize) -> Result<Option<Position>> {
+        loop {
+            if let Some(event) = self.current[index].as_slice().first() {
+                let rank = match event {
+                    Event::Object(_) => 0,
+                    Event::Conn(_) => 1,
+                };
+                return Ok(Some((event.time_ns(), rank, index)));
+            }
+            match self.sources[index].next() {
+                Some(batch) => self.current[index] = batch?.into_iter(),
+                None => return Ok(None),
+            }
+        }
     }
 }
 
@@ -101,8 +113,8 @@ impl<C: ConnRecord> Iterator for MergedEvents<C> {
             Some(index) => index,
             None => self.heap.pop()?.0 .2,
         };
-        let event = self.heads[index].take()?;
-        match self.advance(index) {
+        let event = self.current[index].next()?;
+        match self.head(index) {
             Ok(Some(position)) => {
                 if self.heap.peek().is_none_or(|Reverse(top)| position < *top) {
                     self.first = Some(index);

@@ -38,7 +38,7 @@ fn events_round_trip_exactly_across_segments() {
     assert_eq!(recording.segments().count(), 6, "5 connection segments of 1000 rows and 1 object segment");
     let read: Vec<_> = recording.conn_events().map(Result::unwrap).collect();
     assert_eq!(read, conns);
-    let facts: Vec<_> = recording.conn_facts().in_background().unwrap().map(Result::unwrap).collect();
+    let facts: Vec<_> = recording.conn_facts().in_background(|f| f).unwrap().flat_map(Result::unwrap).collect();
     assert_eq!(facts, conns.iter().map(ConnRecord::facts).collect::<Vec<_>>(), "the engine's columns alone");
     let read: Vec<_> = recording.object_events().map(Result::unwrap).collect();
     assert_eq!(read, objects);
