@@ -417,7 +417,8 @@ impl<V> Default for ParsedDict<V> {
 }
 
 impl<V: Copy> ParsedDict<V> {
-    /// Refreshes the parsed values for this batch's dictionary and returns its keys.
+    /// Refreshes the parsed values for this batch's dictionary and returns its keys,
+    /// each checked to index [`ParsedDict::values`].
     fn keys<'a, K>(
         &mut self,
         path: &Path,
@@ -427,6 +428,7 @@ impl<V: Copy> ParsedDict<V> {
     ) -> Result<&'a [K::Native]>
     where
         K: arrow_array::types::ArrowDictionaryKeyType,
+        K::Native: TryInto<usize>,
     {
         let array = column(path, batch, name)?;
         let array: &DictionaryArray<K> = array.as_dictionary_opt::<K>().ok_or_else(|| wrong_type(path, name))?;
@@ -453,15 +455,16 @@ impl<V: Copy> ParsedDict<V> {
             }
             self.source = Some(Arc::clone(values));
         }
-        Ok(array.keys().values())
-    }
-
-    fn get<K: TryInto<usize> + Copy>(&self, path: &Path, name: &'static str, key: K) -> Result<V> {
-        key.try_into().ok().and_then(|k| self.values.get(k)).copied().ok_or_else(|| ReplayError::BadValue {
-            path: path.to_owned(),
-            column: name,
-            value: "dictionary key out of range".to_owned(),
-        })
+        let keys = array.keys().values();
+        let len = self.values.len();
+        if !keys.iter().all(|&k| k.try_into().is_ok_and(|k: usize| k < len)) {
+            return Err(ReplayError::BadValue {
+                path: path.to_owned(),
+                column: name,
+                value: "dictionary key out of range".to_owned(),
+            });
+        }
+        Ok(keys)
     }
 }
 
@@ -485,20 +488,22 @@ impl FactsDecoder {
         let dst_port = primitive::<UInt16Type>(path, batch, "dst_port")?.values();
         let bytes_sent = primitive::<UInt64Type>(path, batch, "bytes_sent")?.values();
         let bytes_received = primitive::<UInt64Type>(path, batch, "bytes_received")?.values();
-        let mut out = Vec::with_capacity(batch.num_rows());
-        for row in 0..batch.num_rows() {
-            out.push(ConnFacts {
-                time_ns: time[row],
-                kind: self.kind.get(path, "kind", kind[row])?,
-                side: self.side.get(path, "side", side[row])?,
-                src_ip: self.src_ip.get(path, "src_ip", src_ip[row])?,
-                src_port: src_port[row],
-                dst_ip: self.dst_ip.get(path, "dst_ip", dst_ip[row])?,
-                dst_port: dst_port[row],
-                bytes_sent: bytes_sent[row],
-                bytes_received: bytes_received[row],
-            });
-        }
+        // Every key was checked against its dictionary: indexing cannot fail.
+        let (kinds, sides) = (&self.kind.values, &self.side.values);
+        let (src_ips, dst_ips) = (&self.src_ip.values, &self.dst_ip.values);
+        let rows = batch.num_rows();
+        let mut out = Vec::with_capacity(rows);
+        out.extend((0..rows).map(|row| ConnFacts {
+            time_ns: time[row],
+            kind: kinds[kind[row] as usize],
+            side: sides[side[row] as usize],
+            src_ip: src_ips[src_ip[row] as usize],
+            src_port: src_port[row],
+            dst_ip: dst_ips[dst_ip[row] as usize],
+            dst_port: dst_port[row],
+            bytes_sent: bytes_sent[row],
+            bytes_received: bytes_received[row],
+        }));
         Ok(out)
     }
 }
