@@ -3,23 +3,23 @@
 # (memory must stay flat in events), bytes on disk per connection event, and the same
 # GROUP BY in DuckDB over the same Parquet files, side by side in one run.
 #
-#   benches/run.sh [CONNECTIONS...]     default: 250000 1000000 2500000
+#   benches/run.sh [EVENTS...]     default: 1000000 10000000 50000000 (connection events)
 #
 # Needs: a release build (done here), GNU time (/usr/bin/time), python3 with duckdb for
 # the comparison (skipped with a note when missing). Writes into target/bench-data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@")
-[ ${#sizes[@]} -gt 0 ] || sizes=(250000 1000000 2500000)
+[ ${#sizes[@]} -gt 0 ] || sizes=(1000000 10000000 50000000)
 cargo build --release -q -p smap
 smap=target/release/smap
 data=target/bench-data
 mkdir -p "$data"
 
-printf '%-12s %-12s %-12s %-10s %-10s %-14s %-12s %-10s\n' connections conn_events bytes/event build_s peak_MiB events/s duckdb_s ratio
+printf '%-12s %-12s %-12s %-10s %-10s %-14s %-12s %-10s\n' requested conn_events bytes/event build_s peak_MiB events/s duckdb_s ratio
 for n in "${sizes[@]}"; do
-    rec="$data/gen-$n"
-    [ -f "$rec/recording.json" ] || "$smap" simulate --services 500 --pods-per-service 3 --connections "$n" --churn 1 --seed 7 --out "$rec"
+    rec="$data/events-$n"
+    [ -f "$rec/recording.json" ] || "$smap" simulate --services 500 --pods-per-service 3 --events "$n" --churn 1 --seed 7 --out "$rec"
     events=$(python3 -c "import json;print(json.load(open('$rec/recording.json'))['counters']['conn_events'])")
     bytes=$(cat "$rec"/conn-*.parquet | wc -c)
     /usr/bin/time -f '%e %M' -o "$data/time.txt" "$smap" build "$rec" -o "$data/topology-$n.json"

@@ -4,24 +4,30 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use smap_analyze::{Config, Engine};
-use smap_benches::simulated_events;
+use smap_benches::{simulated_events, simulated_facts};
 
+/// The fold alone, events already in memory: 10^5, 10^6 and 10^7 connection events
+/// (plus the cluster's objects) on 100 and 5,000 services. `SMAP_BENCH_MAX_EVENTS`
+/// caps the sizes for a quick run.
 fn fold(c: &mut Criterion) {
+    let max: u64 = std::env::var("SMAP_BENCH_MAX_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
     let mut group = c.benchmark_group("engine_fold");
     group.sample_size(10);
-    for (services, connections) in [(100u32, 25_000u64), (5_000, 25_000), (100, 250_000)] {
-        let events = simulated_events(services, connections);
-        group.throughput(Throughput::Elements(events.len() as u64));
-        let id = BenchmarkId::new(format!("{services}_services"), events.len());
-        group.bench_with_input(id, &events, |b, events| {
-            b.iter(|| {
-                let mut engine = Engine::new(Config::default());
-                for event in events {
-                    engine.apply(black_box(event));
-                }
-                black_box(engine.edges().len())
+    for services in [100u32, 5_000] {
+        for size in [100_000u64, 1_000_000, 10_000_000].into_iter().filter(|n| *n <= max) {
+            let events = simulated_facts(services, size);
+            group.throughput(Throughput::Elements(events.len() as u64));
+            let id = BenchmarkId::new(format!("{services}_services"), size);
+            group.bench_with_input(id, &events, |b, events| {
+                b.iter(|| {
+                    let mut engine = Engine::new(Config::default());
+                    for event in events {
+                        engine.apply(black_box(event));
+                    }
+                    black_box(engine.edges().len())
+                });
             });
-        });
+        }
     }
     group.finish();
 }

@@ -46,6 +46,14 @@ fn recording(c: &mut Criterion) {
             black_box(recording.conn_events().count())
         })
     });
+    // What `smap build` reads: the engine's columns, decoded on a thread of their own.
+    group.bench_function("read_facts", |b| {
+        b.iter(|| {
+            let recording = Recording::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            let batches = recording.conn_facts().in_background(|f| f).unwrap_or_else(|e| panic!("{e}"));
+            black_box(batches.map(|b| b.map(|b| b.len()).unwrap_or_else(|e| panic!("{e}"))).sum::<usize>())
+        })
+    });
     group.finish();
 }
 
