@@ -207,7 +207,8 @@ fn write_events(writer: Option<&mut RecordingWriter>, events: &[Event]) -> Resul
     Ok(())
 }
 
-fn losses(k: &KernelCounters, api: Option<&KubeWatch>) -> LossCounters {
+/// What the kernel side (and the API watch) lost, as a recording reports it.
+pub(crate) fn losses(k: &KernelCounters, api: Option<&KubeWatch>) -> LossCounters {
     LossCounters {
         // A recursion miss is a program run the kernel skipped: its event is lost too.
         dropped: k.ringbuf_drops + k.recursion_misses,

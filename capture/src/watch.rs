@@ -21,7 +21,7 @@ use smap_replay::{Event, TimeNs};
 use tokio::sync::Notify;
 
 use crate::kernel::KernelCounters;
-use crate::record::LiveConsumer;
+use crate::record::{losses, LiveConsumer};
 use crate::serve::{LiveState, MetricsInput, Operation, Published};
 
 /// How far behind the wall clock idle time is advanced.
@@ -123,7 +123,15 @@ impl WatchConsumer {
             return;
         }
         self.unpublished = false;
-        let map = Bytes::from(engine.topology().to_json());
+        let mut topology = engine.topology();
+        if let Some(kernel) = &self.kernel {
+            // As `smap build` reports them from the recording's counters.
+            let lost = losses(kernel, None);
+            topology.stats.dropped += lost.dropped;
+            topology.stats.evicted += lost.evicted;
+            topology.stats.unparsed += lost.unparsed;
+        }
+        let map = Bytes::from(topology.to_json());
         let change_events: serde_json::Map<String, serde_json::Value> =
             EVENT_TYPES.iter().zip(counters.emitted).map(|(kind, n)| ((*kind).to_owned(), n.into())).collect();
         let stats = json!({
@@ -176,6 +184,10 @@ impl LiveConsumer for WatchConsumer {
 
     fn tick(&mut self, now: TimeNs, counters: &KernelCounters) {
         let started = Instant::now();
+        if self.kernel.map(|k| losses(&k, None)) != Some(losses(counters, None)) {
+            // /map reports kernel losses too.
+            self.unpublished = true;
+        }
         self.kernel = Some(*counters);
         self.tracker.advance(now.saturating_sub(self.idle_lag), &mut self.buffer);
         if !self.buffer.is_empty() {

@@ -238,6 +238,47 @@ fn every_endpoint_serves_the_pipelines_state() {
 }
 
 #[test]
+fn the_live_map_reports_kernel_losses_as_build_reports_the_recordings() {
+    let state = LiveState::new();
+    let sink = Shared::default();
+    let mut consumer = WatchConsumer::new(fast_config(), EmitterOptions::default(), Box::new(sink), state.clone());
+    let events = events_of(SHOP);
+    consumer.ready();
+    consumer.events(&events);
+    let lossy = KernelCounters {
+        ringbuf_drops: 5,
+        recursion_misses: 1,
+        conn_evictions: 2,
+        udp_flow_evictions: 1,
+        events_malformed: 4,
+        ..KernelCounters::default()
+    };
+    consumer.tick(events.last().unwrap().time_ns(), &lossy);
+    consumer.finish().unwrap();
+
+    // The recording such a capture writes carries the same losses in its counters.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("shop");
+    std::fs::create_dir(&copy).unwrap();
+    for entry in std::fs::read_dir(repo().join(SHOP)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let meta_path = copy.join("recording.json");
+    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["counters"]["dropped"] = 6.into();
+    meta["counters"]["evicted"] = 3.into();
+    meta["counters"]["unparsed"] = 4.into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+
+    let built = stdout(&smap(&["build", copy.to_str().unwrap(), "--config", FAST]));
+    let live = String::from_utf8(state.published().map.to_vec()).unwrap();
+    assert_eq!(live, built);
+    let stats: serde_json::Value = serde_json::from_str(&live).unwrap();
+    assert_eq!((stats["stats"]["dropped"].as_u64(), stats["stats"]["evicted"].as_u64()), (Some(6), Some(3)));
+}
+
+#[test]
 fn watch_without_privileges_or_with_a_bad_listen_address_fails_cleanly() {
     let out = smap(&["watch", "--listen", "not-an-address"]);
     assert_eq!(out.status.code(), Some(2));
