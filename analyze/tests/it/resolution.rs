@@ -659,3 +659,16 @@ fn cached_resolutions_follow_the_cluster_as_it_changes() {
     found.sort();
     assert_eq!(found, expected);
 }
+
+#[test]
+fn a_dual_stack_listeners_accept_joins_the_ipv4_clients_connect() {
+    let mut events = shop();
+    events.push(Event::Conn(conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", 40000, "10.96.0.20", 80, T0 + MS)));
+    // An AF_INET6 listening socket sees IPv4 peers as IPv4-mapped addresses.
+    let accept =
+        conn(ConnKind::TcpAccept, Side::Server, "::ffff:10.244.1.10", 40000, "::ffff:10.244.2.20", 8080, T0 + 2 * MS);
+    events.push(Event::Conn(accept));
+    let t = run(Config::default(), events);
+    assert_eq!(edges(&t), vec![edge("shop/web", "shop/api", "tcp", 80, 1, 0, 0, 0)]);
+    assert_eq!(t.stats.both_ends_merged, 1);
+}
