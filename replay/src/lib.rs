@@ -5,6 +5,7 @@
 //! `smap-analyze`.
 
 pub mod background;
+mod decode;
 pub mod error;
 pub mod event;
 pub mod kubectl;

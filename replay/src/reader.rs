@@ -2,19 +2,16 @@
 //! memory does not grow with the number of events.
 
 use std::fs::File;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int8Type, TimestampNanosecondType, UInt16Type, UInt32Type, UInt64Type};
-use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, DictionaryArray, PrimitiveArray, RecordBatch, StringArray};
-use arrow_schema::{ArrowError, DataType};
+use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 
+use crate::decode::{ConnDecoder, FactsDecoder, ObjectDecoder};
 use crate::error::{ReplayError, Result};
-use crate::event::{ConnEvent, ConnFacts, ConnKind, ObjectAction, ObjectEvent, ObjectKind, Side};
+use crate::event::{ConnEvent, ConnFacts, ObjectEvent};
 use crate::meta::{RecordingMeta, META_FILE, SCHEMA_VERSION};
 use crate::schema::{Stream, VERSION_KEY};
 use crate::writer::PARTIAL_SUFFIX;
@@ -100,7 +97,10 @@ impl Recording {
     pub fn conn_events(&self) -> ConnEvents {
         StreamEvents {
             segments: SegmentBatches::new(Stream::Conn, self.conn_segments.clone(), None),
-            decode: Box::new(decode_conn_batch),
+            decode: {
+                let mut decoder = ConnDecoder::default();
+                Box::new(move |path, batch| decoder.decode(path, batch))
+            },
             buffer: Vec::new().into_iter(),
         }
     }
@@ -121,7 +121,10 @@ impl Recording {
     pub fn object_events(&self) -> ObjectEvents {
         StreamEvents {
             segments: SegmentBatches::new(Stream::Objects, self.object_segments.clone(), None),
-            decode: Box::new(decode_object_batch),
+            decode: {
+                let mut decoder = ObjectDecoder::default();
+                Box::new(move |path, batch| decoder.decode(path, batch))
+            },
             buffer: Vec::new().into_iter(),
         }
     }
@@ -286,249 +289,4 @@ impl<T> Iterator for StreamEvents<T> {
             }
         }
     }
-}
-
-fn column<'a>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
-    batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| ReplayError::Schema {
-        path: path.to_owned(),
-        column: name.to_owned(),
-        reason: "missing".to_owned(),
-    })
-}
-
-fn primitive<'a, T: ArrowPrimitiveType>(
-    path: &Path,
-    batch: &'a RecordBatch,
-    name: &str,
-) -> Result<&'a PrimitiveArray<T>> {
-    column(path, batch, name)?.as_primitive_opt::<T>().ok_or_else(|| wrong_type(path, name))
-}
-
-fn strings<'a>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
-    column(path, batch, name)?.as_string_opt::<i32>().ok_or_else(|| wrong_type(path, name))
-}
-
-fn wrong_type(path: &Path, name: &str) -> ReplayError {
-    ReplayError::Schema { path: path.to_owned(), column: name.to_owned(), reason: "unexpected type".to_owned() }
-}
-
-/// A dictionary column decoded once per batch: values parsed, then indexed per row.
-struct Dict<V> {
-    keys: Vec<usize>,
-    values: Vec<V>,
-}
-
-impl<V: Clone> Dict<V> {
-    fn get(&self, row: usize) -> V {
-        self.values[self.keys[row]].clone()
-    }
-}
-
-fn dict<K, V>(
-    path: &Path,
-    batch: &RecordBatch,
-    name: &'static str,
-    parse: impl Fn(&str) -> Option<V>,
-) -> Result<Dict<V>>
-where
-    K: arrow_array::types::ArrowDictionaryKeyType,
-    K::Native: TryInto<usize>,
-{
-    let array = column(path, batch, name)?;
-    let array: &DictionaryArray<K> = array.as_dictionary_opt::<K>().ok_or_else(|| wrong_type(path, name))?;
-    let values = array.values();
-    if values.data_type() != &DataType::Utf8 {
-        return Err(wrong_type(path, name));
-    }
-    let values = values.as_string::<i32>();
-    let mut parsed = Vec::with_capacity(values.len());
-    for i in 0..values.len() {
-        let text = values.value(i);
-        match parse(text) {
-            Some(v) => parsed.push(v),
-            None => return Err(ReplayError::BadValue { path: path.to_owned(), column: name, value: text.to_owned() }),
-        }
-    }
-    let mut keys = Vec::with_capacity(array.len());
-    for key in array.keys().iter() {
-        let key = key
-            .and_then(|k| k.try_into().ok())
-            .filter(|k: &usize| *k < parsed.len())
-            .ok_or_else(|| ReplayError::BadValue { path: path.to_owned(), column: name, value: "null".to_owned() })?;
-        keys.push(key);
-    }
-    Ok(Dict { keys, values: parsed })
-}
-
-fn decode_conn_batch(path: &Path, batch: &RecordBatch) -> Result<Vec<ConnEvent>> {
-    let time = primitive::<TimestampNanosecondType>(path, batch, "time")?;
-    let node = dict::<Int32Type, Arc<str>>(path, batch, "node", |s| Some(Arc::from(s)))?;
-    let kind = dict::<Int8Type, ConnKind>(path, batch, "kind", ConnKind::parse)?;
-    let side = dict::<Int8Type, Side>(path, batch, "side", Side::parse)?;
-    let src_ip = dict::<Int32Type, IpAddr>(path, batch, "src_ip", |s| s.parse().ok())?;
-    let dst_ip = dict::<Int32Type, IpAddr>(path, batch, "dst_ip", |s| s.parse().ok())?;
-    let comm = dict::<Int32Type, Arc<str>>(path, batch, "comm", |s| Some(Arc::from(s)))?;
-    let src_port = primitive::<UInt16Type>(path, batch, "src_port")?;
-    let dst_port = primitive::<UInt16Type>(path, batch, "dst_port")?;
-    let pid = primitive::<UInt32Type>(path, batch, "pid")?;
-    let cgroup_id = primitive::<UInt64Type>(path, batch, "cgroup_id")?;
-    let netns = primitive::<UInt32Type>(path, batch, "netns")?;
-    let socket_id = primitive::<UInt64Type>(path, batch, "socket_id")?;
-    let bytes_sent = primitive::<UInt64Type>(path, batch, "bytes_sent")?;
-    let bytes_received = primitive::<UInt64Type>(path, batch, "bytes_received")?;
-    let retransmits = primitive::<UInt32Type>(path, batch, "retransmits")?;
-    let error = primitive::<UInt16Type>(path, batch, "error")?;
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        out.push(ConnEvent {
-            time_ns: time.value(row),
-            node: node.get(row),
-            kind: kind.get(row),
-            side: side.get(row),
-            src_ip: src_ip.get(row),
-            src_port: src_port.value(row),
-            dst_ip: dst_ip.get(row),
-            dst_port: dst_port.value(row),
-            pid: pid.value(row),
-            comm: comm.get(row),
-            cgroup_id: cgroup_id.value(row),
-            netns: netns.value(row),
-            socket_id: socket_id.value(row),
-            bytes_sent: bytes_sent.value(row),
-            bytes_received: bytes_received.value(row),
-            retransmits: retransmits.value(row),
-            error: error.value(row),
-        });
-    }
-    Ok(out)
-}
-
-/// A dictionary column's values, parsed once and reused while the reader hands out
-/// the same dictionary (it does for every batch of a row group).
-struct ParsedDict<V> {
-    source: Option<ArrayRef>,
-    values: Vec<V>,
-}
-
-impl<V> Default for ParsedDict<V> {
-    fn default() -> Self {
-        ParsedDict { source: None, values: Vec::new() }
-    }
-}
-
-impl<V: Copy> ParsedDict<V> {
-    /// Refreshes the parsed values for this batch's dictionary and returns its keys,
-    /// each checked to index [`ParsedDict::values`].
-    fn keys<'a, K>(
-        &mut self,
-        path: &Path,
-        batch: &'a RecordBatch,
-        name: &'static str,
-        parse: impl Fn(&str) -> Option<V>,
-    ) -> Result<&'a [K::Native]>
-    where
-        K: arrow_array::types::ArrowDictionaryKeyType,
-        K::Native: TryInto<usize>,
-    {
-        let array = column(path, batch, name)?;
-        let array: &DictionaryArray<K> = array.as_dictionary_opt::<K>().ok_or_else(|| wrong_type(path, name))?;
-        if array.null_count() > 0 {
-            return Err(ReplayError::BadValue { path: path.to_owned(), column: name, value: "null".to_owned() });
-        }
-        let values = array.values();
-        if !self.source.as_ref().is_some_and(|source| Arc::ptr_eq(source, values)) {
-            let strings = values.as_string_opt::<i32>().ok_or_else(|| wrong_type(path, name))?;
-            self.values.clear();
-            for text in strings.iter() {
-                let text = text.unwrap_or_default();
-                match parse(text) {
-                    Some(v) => self.values.push(v),
-                    None => {
-                        self.source = None;
-                        return Err(ReplayError::BadValue {
-                            path: path.to_owned(),
-                            column: name,
-                            value: text.to_owned(),
-                        });
-                    }
-                }
-            }
-            self.source = Some(Arc::clone(values));
-        }
-        let keys = array.keys().values();
-        let len = self.values.len();
-        if !keys.iter().all(|&k| k.try_into().is_ok_and(|k: usize| k < len)) {
-            return Err(ReplayError::BadValue {
-                path: path.to_owned(),
-                column: name,
-                value: "dictionary key out of range".to_owned(),
-            });
-        }
-        Ok(keys)
-    }
-}
-
-/// Decodes [`ConnFacts`], keeping parsed dictionaries across batches.
-#[derive(Default)]
-struct FactsDecoder {
-    kind: ParsedDict<ConnKind>,
-    side: ParsedDict<Side>,
-    src_ip: ParsedDict<IpAddr>,
-    dst_ip: ParsedDict<IpAddr>,
-}
-
-impl FactsDecoder {
-    fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ConnFacts>> {
-        let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
-        let kind = self.kind.keys::<Int8Type>(path, batch, "kind", ConnKind::parse)?;
-        let side = self.side.keys::<Int8Type>(path, batch, "side", Side::parse)?;
-        let src_ip = self.src_ip.keys::<Int32Type>(path, batch, "src_ip", |s| s.parse().ok())?;
-        let dst_ip = self.dst_ip.keys::<Int32Type>(path, batch, "dst_ip", |s| s.parse().ok())?;
-        let src_port = primitive::<UInt16Type>(path, batch, "src_port")?.values();
-        let dst_port = primitive::<UInt16Type>(path, batch, "dst_port")?.values();
-        let bytes_sent = primitive::<UInt64Type>(path, batch, "bytes_sent")?.values();
-        let bytes_received = primitive::<UInt64Type>(path, batch, "bytes_received")?.values();
-        // Every key was checked against its dictionary: indexing cannot fail.
-        let (kinds, sides) = (&self.kind.values, &self.side.values);
-        let (src_ips, dst_ips) = (&self.src_ip.values, &self.dst_ip.values);
-        let rows = batch.num_rows();
-        let mut out = Vec::with_capacity(rows);
-        out.extend((0..rows).map(|row| ConnFacts {
-            time_ns: time[row],
-            kind: kinds[kind[row] as usize],
-            side: sides[side[row] as usize],
-            src_ip: src_ips[src_ip[row] as usize],
-            src_port: src_port[row],
-            dst_ip: dst_ips[dst_ip[row] as usize],
-            dst_port: dst_port[row],
-            bytes_sent: bytes_sent[row],
-            bytes_received: bytes_received[row],
-        }));
-        Ok(out)
-    }
-}
-
-fn decode_object_batch(path: &Path, batch: &RecordBatch) -> Result<Vec<ObjectEvent>> {
-    let time = primitive::<TimestampNanosecondType>(path, batch, "time")?;
-    let kind = dict::<Int8Type, ObjectKind>(path, batch, "kind", ObjectKind::parse)?;
-    let action = dict::<Int8Type, ObjectAction>(path, batch, "action", ObjectAction::parse)?;
-    let namespace = dict::<Int32Type, Arc<str>>(path, batch, "namespace", |s| Some(Arc::from(s)))?;
-    let uid = strings(path, batch, "uid")?;
-    let name = strings(path, batch, "name")?;
-    let resource_version = strings(path, batch, "resource_version")?;
-    let object = strings(path, batch, "object")?;
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        out.push(ObjectEvent {
-            time_ns: time.value(row),
-            kind: kind.get(row),
-            action: action.get(row),
-            uid: uid.value(row).to_owned(),
-            namespace: namespace.get(row).to_string(),
-            name: name.value(row).to_owned(),
-            resource_version: resource_version.value(row).to_owned(),
-            object: object.value(row).to_owned(),
-        });
-    }
-    Ok(out)
 }

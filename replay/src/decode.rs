@@ -1,0 +1,235 @@
+//! Turns the Arrow batches of a segment into events: whole connection events, their
+//! facts (the engine's columns), or object events. Dictionary columns (addresses,
+//! kinds, names) are parsed once per dictionary, not once per row.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int8Type, TimestampNanosecondType, UInt16Type, UInt32Type, UInt64Type};
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, DictionaryArray, PrimitiveArray, RecordBatch, StringArray};
+
+use crate::error::{ReplayError, Result};
+use crate::event::{ConnEvent, ConnFacts, ConnKind, ObjectAction, ObjectEvent, ObjectKind, Side};
+
+fn column<'a>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
+    batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| ReplayError::Schema {
+        path: path.to_owned(),
+        column: name.to_owned(),
+        reason: "missing".to_owned(),
+    })
+}
+
+fn primitive<'a, T: ArrowPrimitiveType>(
+    path: &Path,
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a PrimitiveArray<T>> {
+    column(path, batch, name)?.as_primitive_opt::<T>().ok_or_else(|| wrong_type(path, name))
+}
+
+fn strings<'a>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    column(path, batch, name)?.as_string_opt::<i32>().ok_or_else(|| wrong_type(path, name))
+}
+
+fn wrong_type(path: &Path, name: &str) -> ReplayError {
+    ReplayError::Schema { path: path.to_owned(), column: name.to_owned(), reason: "unexpected type".to_owned() }
+}
+
+/// Decodes whole [`ConnEvent`]s, keeping parsed dictionaries across batches.
+#[derive(Default)]
+pub(crate) struct ConnDecoder {
+    node: ParsedDict<Arc<str>>,
+    kind: ParsedDict<ConnKind>,
+    side: ParsedDict<Side>,
+    src_ip: ParsedDict<IpAddr>,
+    dst_ip: ParsedDict<IpAddr>,
+    comm: ParsedDict<Arc<str>>,
+}
+
+impl ConnDecoder {
+    pub(crate) fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ConnEvent>> {
+        let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
+        let node = self.node.keys::<Int32Type>(path, batch, "node", |s| Some(Arc::from(s)))?;
+        let kind = self.kind.keys::<Int8Type>(path, batch, "kind", ConnKind::parse)?;
+        let side = self.side.keys::<Int8Type>(path, batch, "side", Side::parse)?;
+        let src_ip = self.src_ip.keys::<Int32Type>(path, batch, "src_ip", |s| s.parse().ok())?;
+        let dst_ip = self.dst_ip.keys::<Int32Type>(path, batch, "dst_ip", |s| s.parse().ok())?;
+        let comm = self.comm.keys::<Int32Type>(path, batch, "comm", |s| Some(Arc::from(s)))?;
+        let src_port = primitive::<UInt16Type>(path, batch, "src_port")?.values();
+        let dst_port = primitive::<UInt16Type>(path, batch, "dst_port")?.values();
+        let pid = primitive::<UInt32Type>(path, batch, "pid")?.values();
+        let cgroup_id = primitive::<UInt64Type>(path, batch, "cgroup_id")?.values();
+        let netns = primitive::<UInt32Type>(path, batch, "netns")?.values();
+        let socket_id = primitive::<UInt64Type>(path, batch, "socket_id")?.values();
+        let bytes_sent = primitive::<UInt64Type>(path, batch, "bytes_sent")?.values();
+        let bytes_received = primitive::<UInt64Type>(path, batch, "bytes_received")?.values();
+        let retransmits = primitive::<UInt32Type>(path, batch, "retransmits")?.values();
+        let error = primitive::<UInt16Type>(path, batch, "error")?.values();
+        // Every key was checked against its dictionary: indexing cannot fail.
+        let rows = batch.num_rows();
+        let mut out = Vec::with_capacity(rows);
+        out.extend((0..rows).map(|row| ConnEvent {
+            time_ns: time[row],
+            node: Arc::clone(&self.node.values[node[row] as usize]),
+            kind: self.kind.values[kind[row] as usize],
+            side: self.side.values[side[row] as usize],
+            src_ip: self.src_ip.values[src_ip[row] as usize],
+            src_port: src_port[row],
+            dst_ip: self.dst_ip.values[dst_ip[row] as usize],
+            dst_port: dst_port[row],
+            pid: pid[row],
+            comm: Arc::clone(&self.comm.values[comm[row] as usize]),
+            cgroup_id: cgroup_id[row],
+            netns: netns[row],
+            socket_id: socket_id[row],
+            bytes_sent: bytes_sent[row],
+            bytes_received: bytes_received[row],
+            retransmits: retransmits[row],
+            error: error[row],
+        }));
+        Ok(out)
+    }
+}
+
+/// A dictionary column's values, parsed once and reused while the reader hands out
+/// the same dictionary (it does for every batch of a row group).
+struct ParsedDict<V> {
+    source: Option<ArrayRef>,
+    values: Vec<V>,
+}
+
+impl<V> Default for ParsedDict<V> {
+    fn default() -> Self {
+        ParsedDict { source: None, values: Vec::new() }
+    }
+}
+
+impl<V> ParsedDict<V> {
+    /// Refreshes the parsed values for this batch's dictionary and returns its keys,
+    /// each checked to index [`ParsedDict::values`].
+    fn keys<'a, K>(
+        &mut self,
+        path: &Path,
+        batch: &'a RecordBatch,
+        name: &'static str,
+        parse: impl Fn(&str) -> Option<V>,
+    ) -> Result<&'a [K::Native]>
+    where
+        K: arrow_array::types::ArrowDictionaryKeyType,
+        K::Native: TryInto<usize>,
+    {
+        let array = column(path, batch, name)?;
+        let array: &DictionaryArray<K> = array.as_dictionary_opt::<K>().ok_or_else(|| wrong_type(path, name))?;
+        if array.null_count() > 0 {
+            return Err(ReplayError::BadValue { path: path.to_owned(), column: name, value: "null".to_owned() });
+        }
+        let values = array.values();
+        if !self.source.as_ref().is_some_and(|source| Arc::ptr_eq(source, values)) {
+            let strings = values.as_string_opt::<i32>().ok_or_else(|| wrong_type(path, name))?;
+            self.values.clear();
+            for text in strings.iter() {
+                let text = text.unwrap_or_default();
+                match parse(text) {
+                    Some(v) => self.values.push(v),
+                    None => {
+                        self.source = None;
+                        return Err(ReplayError::BadValue {
+                            path: path.to_owned(),
+                            column: name,
+                            value: text.to_owned(),
+                        });
+                    }
+                }
+            }
+            self.source = Some(Arc::clone(values));
+        }
+        let keys = array.keys().values();
+        let len = self.values.len();
+        if !keys.iter().all(|&k| k.try_into().is_ok_and(|k: usize| k < len)) {
+            return Err(ReplayError::BadValue {
+                path: path.to_owned(),
+                column: name,
+                value: "dictionary key out of range".to_owned(),
+            });
+        }
+        Ok(keys)
+    }
+}
+
+/// Decodes [`ConnFacts`], keeping parsed dictionaries across batches.
+#[derive(Default)]
+pub(crate) struct FactsDecoder {
+    kind: ParsedDict<ConnKind>,
+    side: ParsedDict<Side>,
+    src_ip: ParsedDict<IpAddr>,
+    dst_ip: ParsedDict<IpAddr>,
+}
+
+impl FactsDecoder {
+    pub(crate) fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ConnFacts>> {
+        let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
+        let kind = self.kind.keys::<Int8Type>(path, batch, "kind", ConnKind::parse)?;
+        let side = self.side.keys::<Int8Type>(path, batch, "side", Side::parse)?;
+        let src_ip = self.src_ip.keys::<Int32Type>(path, batch, "src_ip", |s| s.parse().ok())?;
+        let dst_ip = self.dst_ip.keys::<Int32Type>(path, batch, "dst_ip", |s| s.parse().ok())?;
+        let src_port = primitive::<UInt16Type>(path, batch, "src_port")?.values();
+        let dst_port = primitive::<UInt16Type>(path, batch, "dst_port")?.values();
+        let bytes_sent = primitive::<UInt64Type>(path, batch, "bytes_sent")?.values();
+        let bytes_received = primitive::<UInt64Type>(path, batch, "bytes_received")?.values();
+        // Every key was checked against its dictionary: indexing cannot fail.
+        let (kinds, sides) = (&self.kind.values, &self.side.values);
+        let (src_ips, dst_ips) = (&self.src_ip.values, &self.dst_ip.values);
+        let rows = batch.num_rows();
+        let mut out = Vec::with_capacity(rows);
+        out.extend((0..rows).map(|row| ConnFacts {
+            time_ns: time[row],
+            kind: kinds[kind[row] as usize],
+            side: sides[side[row] as usize],
+            src_ip: src_ips[src_ip[row] as usize],
+            src_port: src_port[row],
+            dst_ip: dst_ips[dst_ip[row] as usize],
+            dst_port: dst_port[row],
+            bytes_sent: bytes_sent[row],
+            bytes_received: bytes_received[row],
+        }));
+        Ok(out)
+    }
+}
+
+/// Decodes [`ObjectEvent`]s, keeping parsed dictionaries across batches.
+#[derive(Default)]
+pub(crate) struct ObjectDecoder {
+    kind: ParsedDict<ObjectKind>,
+    action: ParsedDict<ObjectAction>,
+    namespace: ParsedDict<Arc<str>>,
+}
+
+impl ObjectDecoder {
+    pub(crate) fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ObjectEvent>> {
+        let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
+        let kind = self.kind.keys::<Int8Type>(path, batch, "kind", ObjectKind::parse)?;
+        let action = self.action.keys::<Int8Type>(path, batch, "action", ObjectAction::parse)?;
+        let namespace = self.namespace.keys::<Int32Type>(path, batch, "namespace", |s| Some(Arc::from(s)))?;
+        let uid = strings(path, batch, "uid")?;
+        let name = strings(path, batch, "name")?;
+        let resource_version = strings(path, batch, "resource_version")?;
+        let object = strings(path, batch, "object")?;
+        // Every key was checked against its dictionary: indexing cannot fail.
+        let mut out = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            out.push(ObjectEvent {
+                time_ns: time[row],
+                kind: self.kind.values[kind[row] as usize],
+                action: self.action.values[action[row] as usize],
+                uid: uid.value(row).to_owned(),
+                namespace: self.namespace.values[namespace[row] as usize].to_string(),
+                name: name.value(row).to_owned(),
+                resource_version: resource_version.value(row).to_owned(),
+                object: object.value(row).to_owned(),
+            });
+        }
+        Ok(out)
+    }
+}
