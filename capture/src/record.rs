@@ -288,6 +288,9 @@ pub async fn capture(
                     if let Some(file) = kubectl.as_mut() {
                         reorder.push_objects(file.poll(now));
                     }
+                    if let Some(writer) = writer.as_mut() {
+                        writer.note_tick(now);
+                    }
                     consumer.tick(now, &kernel.counters()?);
                 }
                 read = kernel.next_batch(&mut batch) => {

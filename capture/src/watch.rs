@@ -10,7 +10,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use serde_json::json;
@@ -24,8 +24,7 @@ use crate::kernel::KernelCounters;
 use crate::record::{losses, LiveConsumer};
 use crate::serve::{LiveState, MetricsInput, Operation, Published};
 
-/// How far behind the wall clock idle time is advanced.
-pub const IDLE_LAG: Duration = Duration::from_secs(2);
+pub use smap_analyze::events::IDLE_LAG;
 
 /// Feeds the change tracker, writes change events, publishes live state.
 pub struct WatchConsumer {
@@ -51,7 +50,7 @@ impl WatchConsumer {
             state,
             buffer: Vec::new(),
             kernel: None,
-            idle_lag: i64::try_from(IDLE_LAG.as_nanos()).unwrap_or(i64::MAX),
+            idle_lag: smap_analyze::events::idle_lag_ns(),
             unpublished: true,
         }
     }

@@ -32,6 +32,11 @@ pub struct RecordingMeta {
     pub start_ns: Option<TimeNs>,
     /// Time of the last event, if any.
     pub end_ns: Option<TimeNs>,
+    /// Event time of the live session's last clock tick (its wall clock, once a
+    /// second), if it ran any. Idle timers fire on those ticks live; a replay advances
+    /// them as far, so it emits what the live session did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_tick_ns: Option<TimeNs>,
     /// True once the writer finished cleanly; false while capturing or after a crash.
     pub complete: bool,
     /// Event, loss and eviction counters.

@@ -112,6 +112,12 @@ impl RecordingWriter {
         self.meta.write(&self.dir)
     }
 
+    /// Notes a live session's clock tick (see [`RecordingMeta::last_tick_ns`]); stored
+    /// at the next checkpoint or at the finish.
+    pub fn note_tick(&mut self, now: TimeNs) {
+        self.meta.last_tick_ns = Some(self.meta.last_tick_ns.map_or(now, |t| t.max(now)));
+    }
+
     /// Finalizes all segments and marks the recording complete.
     pub fn finish(mut self, counters: &LossCounters) -> Result<RecordingMeta> {
         self.conn.finish_segment()?;

@@ -9,6 +9,7 @@ mod emitter;
 pub mod model;
 
 use std::ops::ControlFlow;
+use std::time::Duration;
 
 use smap_replay::{Event, MergedEvents, TimeNs};
 
@@ -18,6 +19,17 @@ pub use model::{ChangeData, ChangeEvent, ChangeEventError, EVENT_TYPES};
 use crate::build::{BuildError, BuildInput, PROGRESS_EVERY};
 use crate::config::Config;
 use crate::engine::{Applied, Engine};
+
+/// How far behind its wall clock a live session advances idle time (debounce windows,
+/// TTLs): room for events still on their way (kernel drain, reordering), which then
+/// cannot be overtaken by a timer. A replay advances to the recording's last tick less
+/// this, as the live session did.
+pub const IDLE_LAG: Duration = Duration::from_secs(2);
+
+/// [`IDLE_LAG`] in event-time nanoseconds.
+pub fn idle_lag_ns() -> TimeNs {
+    i64::try_from(IDLE_LAG.as_nanos()).unwrap_or(i64::MAX)
+}
 
 /// The engine and the emitter, driven together.
 pub struct ChangeTracker {
@@ -101,6 +113,10 @@ pub fn replay(
         }
     }
     progress(folded);
+    // A live session went on ticking after its last event: its idle timers fired.
+    if let Some(tick) = input.recordings.iter().filter_map(|r| r.meta().last_tick_ns).max() {
+        tracker.advance(tick.saturating_sub(idle_lag_ns()), &mut out);
+    }
     tracker.finish(&mut out);
     // The stream ends here either way: whether the sink wants more does not matter.
     let _ = sink(&out);

@@ -433,4 +433,6 @@ fn watch_streams_events_serves_metrics_and_map_and_replays_the_same() {
     assert!(replayed.status.success(), "{}", stderr(&replayed));
     let live = std::fs::read_to_string(&events).unwrap();
     assert_eq!(String::from_utf8(replayed.stdout).unwrap(), live, "the replay reproduces the live event stream");
+    let meta = smap_replay::Recording::open(&rec).unwrap().meta().clone();
+    assert!(meta.last_tick_ns > meta.start_ns, "the session's clock ticks are recorded: {meta:?}");
 }

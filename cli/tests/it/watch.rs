@@ -95,6 +95,45 @@ fn the_live_path_streams_what_build_events_replays() {
     }
 }
 
+/// A copy of the SHOP recording in `dir`, its metadata edited.
+fn shop_with_meta(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
+    let copy = dir.join("shop");
+    std::fs::create_dir(&copy).unwrap();
+    for entry in std::fs::read_dir(repo().join(SHOP)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let meta_path = copy.join("recording.json");
+    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    edit(&mut meta);
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    copy
+}
+
+#[test]
+fn a_replay_fires_the_idle_timers_the_live_session_fired_after_its_last_event() {
+    let events = events_of(SHOP);
+    let last = events.last().unwrap().time_ns();
+    // The session ran on, quiet, for 5 s after its last event; its last tick advanced
+    // idle time to 3 s past it (TTLs end, periodic snapshots fall due).
+    let last_tick = last + 5_000_000_000;
+    let sink = Shared::default();
+    let mut consumer =
+        WatchConsumer::new(fast_config(), EmitterOptions::default(), Box::new(sink.clone()), LiveState::new());
+    consumer.ready();
+    consumer.events(&events);
+    consumer.tick(last_tick, &KernelCounters::default());
+    consumer.finish().unwrap();
+    let live = sink.text();
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = shop_with_meta(dir.path(), |meta| meta["last_tick_ns"] = last_tick.into());
+    let replayed = stdout(&smap(&["build", copy.to_str().unwrap(), "--config", FAST, "--events"]));
+    assert_eq!(replayed, live);
+    let without_ticks = stdout(&smap(&["build", SHOP, "--config", FAST, "--events"]));
+    assert!(live.lines().count() > without_ticks.lines().count(), "the quiet time emitted events of its own");
+}
+
 #[test]
 fn build_events_writes_to_a_file_and_the_topology_to_stdout() {
     let dir = tempfile::tempdir().unwrap();
@@ -258,18 +297,11 @@ fn the_live_map_reports_kernel_losses_as_build_reports_the_recordings() {
 
     // The recording such a capture writes carries the same losses in its counters.
     let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("shop");
-    std::fs::create_dir(&copy).unwrap();
-    for entry in std::fs::read_dir(repo().join(SHOP)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
-    let meta_path = copy.join("recording.json");
-    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
-    meta["counters"]["dropped"] = 6.into();
-    meta["counters"]["evicted"] = 3.into();
-    meta["counters"]["unparsed"] = 4.into();
-    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let copy = shop_with_meta(dir.path(), |meta| {
+        meta["counters"]["dropped"] = 6.into();
+        meta["counters"]["evicted"] = 3.into();
+        meta["counters"]["unparsed"] = 4.into();
+    });
 
     let built = stdout(&smap(&["build", copy.to_str().unwrap(), "--config", FAST]));
     let live = String::from_utf8(state.published().map.to_vec()).unwrap();
