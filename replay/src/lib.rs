@@ -6,6 +6,7 @@
 
 pub mod background;
 mod decode;
+mod dict_builder;
 pub mod error;
 pub mod event;
 pub mod kubectl;

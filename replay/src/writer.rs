@@ -6,6 +6,7 @@
 //! warning, which is exactly "everything up to the open segment".
 
 use std::fs::File;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,12 +16,14 @@ use arrow_array::builder::{
 };
 use arrow_array::types::{Int32Type, Int8Type};
 use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::ArrowError;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
+use crate::dict_builder::{TypedDict, MAX_ROWS};
 use crate::error::{ReplayError, Result};
 use crate::event::{ConnEvent, ObjectEvent, TimeNs};
 use crate::meta::{Counters, RecordingMeta, SCHEMA_VERSION};
@@ -159,7 +162,7 @@ pub struct LossCounters {
 /// Rows of one stream being accumulated into an Arrow batch.
 trait Rows {
     fn len(&self) -> usize;
-    fn finish(&mut self) -> Vec<ArrayRef>;
+    fn finish(&mut self) -> std::result::Result<Vec<ArrayRef>, ArrowError>;
 }
 
 struct SegmentWriter<R: Rows> {
@@ -184,7 +187,7 @@ impl<R: Rows> SegmentWriter<R> {
     }
 
     fn after_push(&mut self) -> Result<()> {
-        if self.rows.len() >= self.options.batch_rows {
+        if self.rows.len() >= self.options.batch_rows.min(MAX_ROWS) {
             self.flush_batch()?;
         }
         Ok(())
@@ -195,12 +198,12 @@ impl<R: Rows> SegmentWriter<R> {
         if n == 0 {
             return Ok(());
         }
-        let columns = self.rows.finish();
         let segment = match self.open.take() {
             Some(open) => open,
             None => self.open_segment()?,
         };
         let segment = self.open.insert(segment);
+        let columns = self.rows.finish().map_err(ReplayError::arrow(&segment.partial))?;
         let batch =
             RecordBatch::try_new(self.stream.schema(), columns).map_err(ReplayError::arrow(&segment.partial))?;
         segment.writer.write(&batch).map_err(ReplayError::parquet(&segment.partial))?;
@@ -275,15 +278,15 @@ impl<R: Rows> Drop for SegmentWriter<R> {
 #[derive(Default)]
 struct ConnRows {
     time: TimestampNanosecondBuilder,
-    node: StringDictionaryBuilder<Int32Type>,
+    node: TypedDict<Arc<str>>,
     kind: StringDictionaryBuilder<Int8Type>,
     side: StringDictionaryBuilder<Int8Type>,
-    src_ip: StringDictionaryBuilder<Int32Type>,
+    src_ip: TypedDict<IpAddr>,
     src_port: UInt16Builder,
-    dst_ip: StringDictionaryBuilder<Int32Type>,
+    dst_ip: TypedDict<IpAddr>,
     dst_port: UInt16Builder,
     pid: UInt32Builder,
-    comm: StringDictionaryBuilder<Int32Type>,
+    comm: TypedDict<Arc<str>>,
     cgroup_id: UInt64Builder,
     netns: UInt32Builder,
     socket_id: UInt64Builder,
@@ -291,26 +294,20 @@ struct ConnRows {
     bytes_received: UInt64Builder,
     retransmits: UInt32Builder,
     error: UInt16Builder,
-    ip_text: String,
 }
 
 impl ConnRows {
     fn push(&mut self, e: &ConnEvent) {
-        use std::fmt::Write as _;
         self.time.append_value(e.time_ns);
-        self.node.append_value(&*e.node);
+        self.node.append(Arc::clone(&e.node), Arc::clone);
         self.kind.append_value(e.kind.as_str());
         self.side.append_value(e.side.as_str());
-        self.ip_text.clear();
-        let _ = write!(self.ip_text, "{}", e.src_ip);
-        self.src_ip.append_value(&self.ip_text);
+        self.src_ip.append(e.src_ip, IpAddr::to_string);
         self.src_port.append_value(e.src_port);
-        self.ip_text.clear();
-        let _ = write!(self.ip_text, "{}", e.dst_ip);
-        self.dst_ip.append_value(&self.ip_text);
+        self.dst_ip.append(e.dst_ip, IpAddr::to_string);
         self.dst_port.append_value(e.dst_port);
         self.pid.append_value(e.pid);
-        self.comm.append_value(&*e.comm);
+        self.comm.append(Arc::clone(&e.comm), Arc::clone);
         self.cgroup_id.append_value(e.cgroup_id);
         self.netns.append_value(e.netns);
         self.socket_id.append_value(e.socket_id);
@@ -326,18 +323,18 @@ impl Rows for ConnRows {
         self.time.len()
     }
 
-    fn finish(&mut self) -> Vec<ArrayRef> {
-        vec![
+    fn finish(&mut self) -> std::result::Result<Vec<ArrayRef>, ArrowError> {
+        Ok(vec![
             Arc::new(self.time.finish().with_timezone("UTC")),
-            Arc::new(self.node.finish()),
+            self.node.finish()?,
             Arc::new(self.kind.finish()),
             Arc::new(self.side.finish()),
-            Arc::new(self.src_ip.finish()),
+            self.src_ip.finish()?,
             Arc::new(self.src_port.finish()),
-            Arc::new(self.dst_ip.finish()),
+            self.dst_ip.finish()?,
             Arc::new(self.dst_port.finish()),
             Arc::new(self.pid.finish()),
-            Arc::new(self.comm.finish()),
+            self.comm.finish()?,
             Arc::new(self.cgroup_id.finish()),
             Arc::new(self.netns.finish()),
             Arc::new(self.socket_id.finish()),
@@ -345,7 +342,7 @@ impl Rows for ConnRows {
             Arc::new(self.bytes_received.finish()),
             Arc::new(self.retransmits.finish()),
             Arc::new(self.error.finish()),
-        ]
+        ])
     }
 }
 
@@ -379,8 +376,8 @@ impl Rows for ObjectRows {
         self.time.len()
     }
 
-    fn finish(&mut self) -> Vec<ArrayRef> {
-        vec![
+    fn finish(&mut self) -> std::result::Result<Vec<ArrayRef>, ArrowError> {
+        Ok(vec![
             Arc::new(self.time.finish().with_timezone("UTC")),
             Arc::new(self.kind.finish()),
             Arc::new(self.action.finish()),
@@ -389,6 +386,6 @@ impl Rows for ObjectRows {
             Arc::new(self.name.finish()),
             Arc::new(self.resource_version.finish()),
             Arc::new(self.object.finish()),
-        ]
+        ])
     }
 }
