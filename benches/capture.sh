@@ -7,10 +7,11 @@
 #   drops stay 0);
 # - CPU and peak RSS of `smap capture` at 1k and 10k connections/s;
 # - bytes on disk per connection event.
-# Needs root. Usage: benches/capture.sh [CONNECTIONS] (default 40000).
+# Needs root. Usage: benches/capture.sh [CONNECTIONS [ROUNDS]] (default 40000 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-40000}
+rounds=${2:-5}
 cargo build --release -q -p smap -p smap-benches
 smap=target/release/smap
 load=target/release/smap-loadgen
@@ -28,28 +29,36 @@ start_capture() {
 stop_capture() { kill -INT "$cap"; wait "$cap"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-base1=$(rate "$n" 2)
-start_capture
-with=$(rate "$n" 2)
-stop_capture
+# One round: no tracer, smap capture, tcplife, each right after the other, so each
+# round's ratios share its conditions; the medians of several rounds are reported.
+has_tcplife=false
+command -v tcplife >/dev/null && has_tcplife=true
+smap_ratios=(); tcplife_ratios=(); bases=()
+for round in $(seq "$rounds"); do
+    base=$(rate "$n" 2)
+    bases+=("$base")
+    start_capture
+    with=$(rate "$n" 2)
+    stop_capture
+    smap_ratios+=("$(python3 -c "print($with / $base)")")
+    if $has_tcplife; then
+        tcplife > /dev/null 2>&1 &
+        tl=$!
+        sleep 2
+        tl_rate=$(rate "$n" 2)
+        kill -INT "$tl"; wait "$tl" 2>/dev/null || true
+        tcplife_ratios+=("$(python3 -c "print($tl_rate / $base)")")
+    fi
+done
+summarize() { python3 -c "import statistics,sys; v=sorted(float(x) for x in sys.argv[1:]); print(f'median {100*statistics.median(v):.1f}% of baseline (rounds: ' + ', '.join(f'{100*x:.1f}%' for x in v) + ')')" "$@"; }
 summary=$(cat "$out/summary.txt")
 events=$(python3 -c "import json;print(json.load(open('$out/rec/recording.json'))['counters']['conn_events'])")
 bytes=$(cat "$out"/rec/conn-*.parquet | wc -c)
-tcplife_rate="-"
-if command -v tcplife >/dev/null; then
-    tcplife > /dev/null 2>&1 &
-    tl=$!
-    sleep 2
-    tcplife_rate=$(rate "$n" 2)
-    kill -INT "$tl"; wait "$tl" 2>/dev/null || true
-fi
-base2=$(rate "$n" 2)
-base=$(( (base1 + base2) / 2 ))
-echo "connect() throughput, $n loopback connections, 2 threads"
-echo "  no tracer:      $base conn/s (runs: $base1, $base2)"
-echo "  smap capture:   $with conn/s ($(python3 -c "print(f'{100*$with/$base:.1f}')")% of baseline)"
-[ "$tcplife_rate" = "-" ] || echo "  tcplife:        $tcplife_rate conn/s ($(python3 -c "print(f'{100*$tcplife_rate/$base:.1f}')")% of baseline)"
-echo "  capture summary: $summary"
+echo "connect() throughput, $n loopback connections, 2 threads, $rounds rounds"
+echo "  no tracer:      ${bases[*]} conn/s"
+echo "  smap capture:   $(summarize "${smap_ratios[@]}")"
+$has_tcplife && echo "  tcplife:        $(summarize "${tcplife_ratios[@]}")"
+echo "  last capture: $summary"
 echo "  bytes on disk per connection event: $(python3 -c "print(f'{$bytes/$events:.2f}')") ($bytes bytes, $events events)"
 
 hz=$(getconf CLK_TCK)
