@@ -18,6 +18,10 @@ use crate::writer::PARTIAL_SUFFIX;
 
 /// Rows decoded per batch when reading.
 const READ_BATCH_ROWS: usize = 8192;
+/// Object rows decoded per batch: objects are about a kilobyte of JSON each, so a
+/// connection-sized batch would hold some 10 MB at once (and leave the allocator
+/// holding more).
+const READ_OBJECT_BATCH_ROWS: usize = 512;
 
 /// An opened recording directory: its metadata and its finalized segments.
 #[derive(Clone, Debug)]
@@ -202,7 +206,11 @@ fn open_segment(stream: Stream, path: &Path, columns: Option<&[&str]>) -> Result
         }
         None => builder,
     };
-    builder.with_batch_size(READ_BATCH_ROWS).build().map_err(ReplayError::parquet(path))
+    let rows = match stream {
+        Stream::Conn => READ_BATCH_ROWS,
+        Stream::Objects => READ_OBJECT_BATCH_ROWS,
+    };
+    builder.with_batch_size(rows).build().map_err(ReplayError::parquet(path))
 }
 
 /// Record batches of a stream's segments, one segment open at a time.
