@@ -8,60 +8,36 @@ use std::net::IpAddr;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use smap_replay::{Protocol, Side, TimeNs};
 
-use crate::engine::{EdgeId, EntityId};
+use crate::engine::EdgeId;
 
 /// Which connection an event belongs to: both ends of one connection report the
 /// client's address and port, whichever socket reported. IPv4 and IPv6 share one
 /// 16-byte form (IPv4-mapped), held as two words so comparing and hashing keys is a
 /// few register operations.
-///
-/// A UDP socket need not be connected: one client port may send to several servers
-/// (a resolver asking every nameserver), so UDP keys also carry the server as resolved
-/// (the node and the port of the edge), which both ends agree on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ConnKey {
     client_ip: [u64; 2],
-    /// Bit 63: UDP; bits 32..63: the server's node (UDP); 16..32: the server's port
-    /// (UDP); 0..16: the client's port.
-    rest: u64,
+    client_port: u16,
+    udp: bool,
 }
 
-const UDP_BIT: u64 = 1 << 63;
-
 impl ConnKey {
-    fn with(client_ip: IpAddr, rest: u64) -> Self {
+    pub(crate) fn new(protocol: Protocol, client_ip: IpAddr, client_port: u16) -> Self {
         let bits = match client_ip {
             IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
             IpAddr::V6(v6) => v6.to_bits(),
         };
         // Truncation is the point: the high and the low word.
-        ConnKey { client_ip: [(bits >> 64) as u64, bits as u64], rest }
-    }
-
-    /// A TCP connection's key.
-    pub(crate) fn tcp(client_ip: IpAddr, client_port: u16) -> Self {
-        Self::with(client_ip, u64::from(client_port))
-    }
-
-    /// A UDP flow's key: the client and the server it resolved to.
-    pub(crate) fn udp(client_ip: IpAddr, client_port: u16, server: EntityId, server_port: u16) -> Self {
-        // Node ids beyond 2^31 cannot be held in memory; masking keeps the UDP bit.
-        let server = u64::from(server) & 0x7fff_ffff;
-        Self::with(client_ip, UDP_BIT | server << 32 | u64::from(server_port) << 16 | u64::from(client_port))
+        let client_ip = [(bits >> 64) as u64, bits as u64];
+        ConnKey { client_ip, client_port, udp: protocol == Protocol::Udp }
     }
 
     pub(crate) fn protocol(&self) -> Protocol {
-        if self.rest & UDP_BIT != 0 {
+        if self.udp {
             Protocol::Udp
         } else {
             Protocol::Tcp
         }
-    }
-
-    #[cfg(test)]
-    fn client_port(&self) -> u16 {
-        // Truncation is the point: the low 16 bits.
-        self.rest as u16
     }
 }
 
@@ -104,7 +80,7 @@ struct Slot {
 }
 
 const EMPTY: Slot = Slot {
-    key: ConnKey { client_ip: [0; 2], rest: 0 },
+    key: ConnKey { client_ip: [0; 2], client_port: 0, udp: false },
     state: ConnState { last: 0, edge: 0, owner: Side::Client, opened: 0, closed: 0, bytes_done: false },
     older: NONE,
     newer: NONE,
@@ -281,7 +257,7 @@ mod tests {
     use super::*;
 
     fn key(port: u16) -> ConnKey {
-        ConnKey::tcp("10.244.0.1".parse().unwrap(), port)
+        ConnKey::new(Protocol::Tcp, "10.244.0.1".parse().unwrap(), port)
     }
 
     fn state(last: TimeNs) -> ConnState {
@@ -305,7 +281,7 @@ mod tests {
         // Oldest first: 3, 1, 4.
         let mut order = Vec::new();
         while let Some((k, _)) = table.oldest() {
-            order.push(k.client_port());
+            order.push(k.client_port);
             table.pop_oldest();
         }
         assert_eq!(order, [3, 1, 4]);
@@ -334,12 +310,9 @@ mod tests {
     fn protocols_and_address_families_do_not_collide() {
         let mut table = ConnTable::new(10);
         table.insert(key(1), state(1));
-        let udp = ConnKey::udp("10.244.0.1".parse().unwrap(), 1, 0, 0);
+        let udp = ConnKey::new(Protocol::Udp, "10.244.0.1".parse().unwrap(), 1);
         assert!(table.peek(&udp).is_none());
-        let other_server = ConnKey::udp("10.244.0.1".parse().unwrap(), 1, 7, 53);
-        assert_ne!(udp, other_server);
-        assert_eq!(other_server.client_port(), 1);
-        let mapped = ConnKey::tcp("::ffff:10.244.0.1".parse().unwrap(), 1);
+        let mapped = ConnKey::new(Protocol::Tcp, "::ffff:10.244.0.1".parse().unwrap(), 1);
         assert_eq!(table.peek(&mapped), Some(&state(1)), "an IPv4-mapped address is the IPv4 address");
         assert_eq!(udp.protocol(), Protocol::Udp);
     }

@@ -246,8 +246,8 @@ impl Engine {
         }
     }
 
-    fn tcp_key(e: &ConnFacts) -> ConnKey {
-        ConnKey::tcp(e.src_ip, e.src_port)
+    fn key(e: &ConnFacts) -> ConnKey {
+        ConnKey::new(e.kind.protocol(), e.src_ip, e.src_port)
     }
 
     fn within(&self, state: &ConnState, t: TimeNs) -> bool {
@@ -255,7 +255,7 @@ impl Engine {
     }
 
     fn on_open(&mut self, e: &ConnFacts) -> Applied {
-        let key = Self::tcp_key(e);
+        let key = Self::key(e);
         let side = bit(e.side);
         let dedup = duration_ns(self.config.dedup_window);
         if let Some(state) = self.conns.get_mut(&key) {
@@ -279,7 +279,7 @@ impl Engine {
     }
 
     fn on_close(&mut self, e: &ConnFacts) -> Applied {
-        let key = Self::tcp_key(e);
+        let key = Self::key(e);
         let side = bit(e.side);
         let existing = self.conns.peek(&key).copied();
         let joinable = existing.filter(|s| {
@@ -329,8 +329,7 @@ impl Engine {
             self.stats.empty_flows += 1;
             return Applied::default();
         }
-        let (server, server_port) = self.destination_entity(&e.dst_ip, e.dst_port);
-        let key = ConnKey::udp(e.src_ip, e.src_port, server, server_port);
+        let key = Self::key(e);
         let side = bit(e.side);
         let ttl = duration_ns(self.config.connection_ttl);
         if let Some(state) = self.conns.get_mut(&key) {

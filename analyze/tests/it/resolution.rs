@@ -237,36 +237,6 @@ fn failed_connects_land_on_their_edge() {
 }
 
 #[test]
-fn one_unconnected_udp_socket_sending_to_two_servers_makes_two_flows() {
-    // A resolver asks both nameservers from one socket: web -> api and web -> web's
-    // own Service, each flow reported by both ends.
-    let mut events = shop();
-    let servers = [("10.96.0.20", "10.244.2.20", 40), ("10.96.0.10", "10.244.1.10", 7)];
-    for (cluster_ip, pod_ip, sent) in servers {
-        let mut client = conn(ConnKind::UdpFlow, Side::Client, "10.244.1.10", 53000, cluster_ip, 80, T0 + MS);
-        client.bytes_sent = sent;
-        client.bytes_received = 2 * sent;
-        let mut server = conn(ConnKind::UdpFlow, Side::Server, "10.244.1.10", 53000, pod_ip, 8080, T0 + 2 * MS);
-        server.bytes_sent = 2 * sent;
-        server.bytes_received = sent;
-        events.push(Event::Conn(client));
-        events.push(Event::Conn(server));
-    }
-    events.sort_by_key(Event::time_ns);
-    let t = run(Config::default(), events);
-    let mut found = edges(&t);
-    found.sort();
-    assert_eq!(
-        found,
-        vec![
-            edge("shop/web", "shop/api", "udp", 80, 1, 0, 40, 80),
-            edge("shop/web", "shop/web", "udp", 80, 1, 0, 7, 14)
-        ]
-    );
-    assert_eq!(t.stats.both_ends_merged, 2);
-}
-
-#[test]
 fn udp_flows_count_once_and_bytes_come_from_one_end() {
     let mut events = shop();
     for (i, t) in [(0, T0 + MS), (1, T0 + 5 * MS)] {
