@@ -106,6 +106,9 @@ pub trait LiveConsumer {
     /// Called about every second with the current wall-clock time and the kernel's
     /// counters, for consumers that act on the passing of time.
     fn tick(&mut self, _now: TimeNs, _counters: &KernelCounters) {}
+    /// Called with what was lost so far, as the recording counts it (kernel and API
+    /// watch): before each tick, and once more with the final counts before the end.
+    fn losses(&mut self, _losses: &LossCounters) {}
     /// Called once the kernel programs are attached and the Kubernetes snapshot is in.
     fn ready(&mut self) {}
 }
@@ -208,7 +211,7 @@ fn write_events(writer: Option<&mut RecordingWriter>, events: &[Event]) -> Resul
 }
 
 /// What the kernel side (and the API watch) lost, as a recording reports it.
-pub(crate) fn losses(k: &KernelCounters, api: Option<&KubeWatch>) -> LossCounters {
+fn losses(k: &KernelCounters, api: Option<&KubeWatch>) -> LossCounters {
     LossCounters {
         // A recursion miss is a program run the kernel skipped: its event is lost too.
         dropped: k.ringbuf_drops + k.recursion_misses,
@@ -291,7 +294,9 @@ pub async fn capture(
                     if let Some(writer) = writer.as_mut() {
                         writer.note_tick(now);
                     }
-                    consumer.tick(now, &kernel.counters()?);
+                    let counters = kernel.counters()?;
+                    consumer.losses(&losses(&counters, api.as_ref()));
+                    consumer.tick(now, &counters);
                 }
                 read = kernel.next_batch(&mut batch) => {
                     read?;
@@ -328,6 +333,7 @@ pub async fn capture(
     write_events(writer.as_mut(), released)?;
     consumer.events(released);
     let losses = losses(&counters, api.as_ref());
+    consumer.losses(&losses);
     let counters_written = match writer {
         Some(writer) => writer.finish(&losses)?.counters,
         None => smap_replay::Counters::default(),

@@ -17,11 +17,11 @@ use serde_json::json;
 use smap_analyze::config::Config;
 use smap_analyze::events::{ChangeEvent, ChangeTracker, EmitterOptions, EVENT_TYPES};
 use smap_replay::time::format_rfc3339;
-use smap_replay::{Event, TimeNs};
+use smap_replay::{Event, LossCounters, TimeNs};
 use tokio::sync::Notify;
 
 use crate::kernel::KernelCounters;
-use crate::record::{losses, LiveConsumer};
+use crate::record::LiveConsumer;
 use crate::serve::{LiveState, MetricsInput, Operation, Published};
 
 pub use smap_analyze::events::IDLE_LAG;
@@ -35,6 +35,7 @@ pub struct WatchConsumer {
     state: Arc<LiveState>,
     buffer: Vec<ChangeEvent>,
     kernel: Option<KernelCounters>,
+    lost: LossCounters,
     idle_lag: TimeNs,
     unpublished: bool,
 }
@@ -50,6 +51,7 @@ impl WatchConsumer {
             state,
             buffer: Vec::new(),
             kernel: None,
+            lost: LossCounters::default(),
             idle_lag: smap_analyze::events::idle_lag_ns(),
             unpublished: true,
         }
@@ -123,13 +125,10 @@ impl WatchConsumer {
         }
         self.unpublished = false;
         let mut topology = engine.topology();
-        if let Some(kernel) = &self.kernel {
-            // As `smap build` reports them from the recording's counters.
-            let lost = losses(kernel, None);
-            topology.stats.dropped += lost.dropped;
-            topology.stats.evicted += lost.evicted;
-            topology.stats.unparsed += lost.unparsed;
-        }
+        // As `smap build` reports them from the recording's counters.
+        topology.stats.dropped += self.lost.dropped;
+        topology.stats.evicted += self.lost.evicted;
+        topology.stats.unparsed += self.lost.unparsed;
         let map = Bytes::from(topology.to_json());
         let change_events: serde_json::Map<String, serde_json::Value> =
             EVENT_TYPES.iter().zip(counters.emitted).map(|(kind, n)| ((*kind).to_owned(), n.into())).collect();
@@ -183,10 +182,6 @@ impl LiveConsumer for WatchConsumer {
 
     fn tick(&mut self, now: TimeNs, counters: &KernelCounters) {
         let started = Instant::now();
-        if self.kernel.map(|k| losses(&k, None)) != Some(losses(counters, None)) {
-            // /map reports kernel losses too.
-            self.unpublished = true;
-        }
         self.kernel = Some(*counters);
         self.tracker.advance(now.saturating_sub(self.idle_lag), &mut self.buffer);
         if !self.buffer.is_empty() {
@@ -195,6 +190,14 @@ impl LiveConsumer for WatchConsumer {
         self.write();
         self.publish();
         self.state.metrics().observe(Operation::Tick, started.elapsed().as_secs_f64());
+    }
+
+    fn losses(&mut self, losses: &LossCounters) {
+        if *losses != self.lost {
+            // /map reports losses too.
+            self.lost = *losses;
+            self.unpublished = true;
+        }
     }
 
     fn ready(&mut self) {

@@ -13,7 +13,7 @@ use smap_capture::kernel::KernelCounters;
 use smap_capture::record::LiveConsumer;
 use smap_capture::serve::{serve, LiveState};
 use smap_capture::watch::{WatchConsumer, IDLE_LAG};
-use smap_replay::{Event, MergedEvents, Recording};
+use smap_replay::{Event, LossCounters, MergedEvents, Recording};
 
 use crate::{repo, smap, stdout};
 
@@ -277,22 +277,17 @@ fn every_endpoint_serves_the_pipelines_state() {
 }
 
 #[test]
-fn the_live_map_reports_kernel_losses_as_build_reports_the_recordings() {
+fn the_live_map_reports_losses_as_build_reports_the_recordings() {
     let state = LiveState::new();
     let sink = Shared::default();
     let mut consumer = WatchConsumer::new(fast_config(), EmitterOptions::default(), Box::new(sink), state.clone());
     let events = events_of(SHOP);
     consumer.ready();
     consumer.events(&events);
-    let lossy = KernelCounters {
-        ringbuf_drops: 5,
-        recursion_misses: 1,
-        conn_evictions: 2,
-        udp_flow_evictions: 1,
-        events_malformed: 4,
-        ..KernelCounters::default()
-    };
-    consumer.tick(events.last().unwrap().time_ns(), &lossy);
+    // What the pipeline hands over: the kernel's and the API watch's losses, as the
+    // recording's counters take them.
+    consumer.losses(&LossCounters { dropped: 6, evicted: 3, unparsed: 4 });
+    consumer.tick(events.last().unwrap().time_ns(), &KernelCounters::default());
     consumer.finish().unwrap();
 
     // The recording such a capture writes carries the same losses in its counters.
