@@ -8,18 +8,26 @@ use std::net::IpAddr;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use smap_replay::{Protocol, Side, TimeNs};
 
-use crate::engine::EdgeId;
+use crate::engine::{EdgeId, EntityId};
 
 /// Which connection an event belongs to: both ends of one connection report the
 /// client's address and port, whichever socket reported. IPv4 and IPv6 share one
 /// 16-byte form (IPv4-mapped), held as two words so comparing and hashing keys is a
 /// few register operations.
+///
+/// An unconnected UDP socket may send to several servers from one port (a resolver
+/// asking every nameserver): its flows past the first also carry the server, as the
+/// client resolved it ([`ConnKey::udp_to`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ConnKey {
     client_ip: [u64; 2],
-    client_port: u16,
-    udp: bool,
+    /// Bit 63: UDP; bit 62: names the server; bits 32..62: the server's node; 16..32:
+    /// the server's port; 0..16: the client's port.
+    rest: u64,
 }
+
+const UDP_BIT: u64 = 1 << 63;
+const SERVER_BIT: u64 = 1 << 62;
 
 impl ConnKey {
     pub(crate) fn new(protocol: Protocol, client_ip: IpAddr, client_port: u16) -> Self {
@@ -27,17 +35,31 @@ impl ConnKey {
             IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
             IpAddr::V6(v6) => v6.to_bits(),
         };
+        let udp = if protocol == Protocol::Udp { UDP_BIT } else { 0 };
         // Truncation is the point: the high and the low word.
-        let client_ip = [(bits >> 64) as u64, bits as u64];
-        ConnKey { client_ip, client_port, udp: protocol == Protocol::Udp }
+        ConnKey { client_ip: [(bits >> 64) as u64, bits as u64], rest: udp | u64::from(client_port) }
+    }
+
+    /// A UDP flow from this client port to one server (node and edge port).
+    pub(crate) fn udp_to(client_ip: IpAddr, client_port: u16, server: EntityId, server_port: u16) -> Self {
+        // Node ids past 2^30 cannot be held in memory; masking keeps the flag bits.
+        let server = u64::from(server) & 0x3fff_ffff;
+        let base = Self::new(Protocol::Udp, client_ip, client_port);
+        ConnKey { rest: base.rest | SERVER_BIT | server << 32 | u64::from(server_port) << 16, ..base }
     }
 
     pub(crate) fn protocol(&self) -> Protocol {
-        if self.udp {
+        if self.rest & UDP_BIT != 0 {
             Protocol::Udp
         } else {
             Protocol::Tcp
         }
+    }
+
+    #[cfg(test)]
+    fn client_port(&self) -> u16 {
+        // Truncation is the point: the low 16 bits.
+        self.rest as u16
     }
 }
 
@@ -80,7 +102,7 @@ struct Slot {
 }
 
 const EMPTY: Slot = Slot {
-    key: ConnKey { client_ip: [0; 2], client_port: 0, udp: false },
+    key: ConnKey { client_ip: [0; 2], rest: 0 },
     state: ConnState { last: 0, edge: 0, owner: Side::Client, opened: 0, closed: 0, bytes_done: false },
     older: NONE,
     newer: NONE,
@@ -281,7 +303,7 @@ mod tests {
         // Oldest first: 3, 1, 4.
         let mut order = Vec::new();
         while let Some((k, _)) = table.oldest() {
-            order.push(k.client_port);
+            order.push(k.client_port());
             table.pop_oldest();
         }
         assert_eq!(order, [3, 1, 4]);
@@ -312,6 +334,10 @@ mod tests {
         table.insert(key(1), state(1));
         let udp = ConnKey::new(Protocol::Udp, "10.244.0.1".parse().unwrap(), 1);
         assert!(table.peek(&udp).is_none());
+        let to_server = ConnKey::udp_to("10.244.0.1".parse().unwrap(), 1, 0, 0);
+        assert_ne!(udp, to_server, "a flow naming its server is not the socket's first flow");
+        assert_ne!(to_server, ConnKey::udp_to("10.244.0.1".parse().unwrap(), 1, 7, 53));
+        assert_eq!((to_server.client_port(), to_server.protocol()), (1, Protocol::Udp));
         let mapped = ConnKey::new(Protocol::Tcp, "::ffff:10.244.0.1".parse().unwrap(), 1);
         assert_eq!(table.peek(&mapped), Some(&state(1)), "an IPv4-mapped address is the IPv4 address");
         assert_eq!(udp.protocol(), Protocol::Udp);

@@ -329,9 +329,9 @@ impl Engine {
             self.stats.empty_flows += 1;
             return Applied::default();
         }
-        let key = Self::key(e);
         let side = bit(e.side);
         let ttl = duration_ns(self.config.connection_ttl);
+        let key = self.flow_key(e, ttl);
         if let Some(state) = self.conns.get_mut(&key) {
             if e.time_ns.saturating_sub(state.last) <= ttl {
                 if state.opened & side == 0 {
@@ -355,6 +355,32 @@ impl Engine {
             ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: 0, bytes_done: false },
         );
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
+    }
+
+    /// A UDP flow's key. A socket's first live flow is keyed by the client alone, so
+    /// both ends join whatever server each resolves (a pod behind several Services).
+    /// When the end that opened it reports again with another server, as an unconnected
+    /// socket asking several nameservers does, that is another flow, keyed by the
+    /// server too; the other end finds it by resolving the same server. (Only the
+    /// opening end's server is known, so only its reports can tell.)
+    fn flow_key(&mut self, e: &ConnFacts, ttl: TimeNs) -> ConnKey {
+        let base = Self::key(e);
+        let (server, server_port) = self.destination_entity(&e.dst_ip, e.dst_port);
+        let to_server = ConnKey::udp_to(e.src_ip, e.src_port, server, server_port);
+        if self.conns.peek(&to_server).is_some() {
+            return to_server;
+        }
+        let other_server = self.conns.peek(&base).is_some_and(|state| {
+            let first = self.edges[state.edge as usize].key;
+            e.side == state.owner
+                && e.time_ns.saturating_sub(state.last) <= ttl
+                && (first.destination, first.port) != (server, server_port)
+        });
+        if other_server {
+            to_server
+        } else {
+            base
+        }
     }
 
     fn add_bytes(&mut self, edge: EdgeId, e: &ConnFacts) {
