@@ -34,12 +34,7 @@ impl MergedEvents<ConnEvent> {
     /// Merges `snapshot` (e.g. objects from `--k8s-from`) with every stream of every
     /// recording. Connection streams are decoded on threads of their own.
     pub fn new(recordings: &[Recording], snapshot: Vec<ObjectEvent>) -> Result<Self> {
-        let mut sources = vec![snapshot_batches(snapshot)];
-        for recording in recordings {
-            sources.push(object_batches(recording.object_events()));
-            sources.push(Box::new(recording.conn_events().in_background(Event::Conn)?));
-        }
-        Self::from_batches(sources)
+        Self::of_recordings(recordings, snapshot, Recording::conn_events)
     }
 }
 
@@ -47,12 +42,7 @@ impl MergedEvents<ConnFacts> {
     /// Like [`MergedEvents::new`], with connection events reduced to what the engine
     /// folds: the fast path for building a topology.
     pub fn facts(recordings: &[Recording], snapshot: Vec<ObjectEvent>) -> Result<Self> {
-        let mut sources = vec![snapshot_batches(snapshot)];
-        for recording in recordings {
-            sources.push(object_batches(recording.object_events()));
-            sources.push(Box::new(recording.conn_facts().in_background(Event::Conn)?));
-        }
-        Self::from_batches(sources)
+        Self::of_recordings(recordings, snapshot, Recording::conn_facts)
     }
 }
 
@@ -64,6 +54,21 @@ fn object_batches<C: 'static>(mut objects: StreamEvents<ObjectEvent>) -> Batches
     Box::new(std::iter::from_fn(move || {
         objects.next_batch().map(|batch| batch.map(|objects| objects.into_iter().map(Event::from).collect()))
     }))
+}
+
+impl<C: ConnRecord + Send + 'static> MergedEvents<C> {
+    fn of_recordings(
+        recordings: &[Recording],
+        snapshot: Vec<ObjectEvent>,
+        conns: fn(&Recording) -> StreamEvents<C>,
+    ) -> Result<Self> {
+        let mut sources = vec![snapshot_batches(snapshot)];
+        for recording in recordings {
+            sources.push(object_batches(recording.object_events()));
+            sources.push(Box::new(conns(recording).in_background(Event::Conn)?));
+        }
+        Self::from_batches(sources)
+    }
 }
 
 impl<C: ConnRecord> MergedEvents<C> {
