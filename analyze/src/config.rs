@@ -68,6 +68,10 @@ pub struct Config {
     /// The two ends of one connection seen within this time count once.
     #[serde(with = "humantime_serde_compat")]
     pub dedup_window: Duration,
+    /// An open TCP connection that moved bytes is reported again this often (capture,
+    /// watch), so its dependency stays current while it lives.
+    #[serde(with = "humantime_serde_compat")]
+    pub progress_interval: Duration,
     /// Service type rules checked before the built-in ones, first match wins.
     pub type_rules: Vec<TypeRule>,
 }
@@ -115,6 +119,7 @@ impl Default for Config {
             skip_unchanged: true,
             min_emit_interval: Duration::from_secs(5),
             dedup_window: Duration::from_secs(5),
+            progress_interval: Duration::from_secs(10),
             type_rules: Vec::new(),
         }
     }
@@ -206,6 +211,9 @@ impl Config {
         }
         if self.connection_ttl.is_zero() {
             return Err(value("connection_ttl must be longer than 0s"));
+        }
+        if self.progress_interval.is_zero() {
+            return Err(value("progress_interval must be longer than 0s"));
         }
         for rule in &self.type_rules {
             if rule.image.is_none() && rule.port.is_none() && rule.name.is_none() && rule.label.is_none() {

@@ -1,5 +1,5 @@
 //! The table of live connections: a hash index over fixed-size slots kept in recency
-//! order, so a tracked connection costs one 48-byte slot plus its index entry and never
+//! order, so a tracked connection costs one 64-byte slot plus its index entry and never
 //! an allocation of its own (the `lru` crate boxed every entry: 79-86 B each).
 
 use std::hash::BuildHasher;
@@ -68,14 +68,18 @@ impl ConnKey {
 pub(crate) struct ConnState {
     pub(crate) last: TimeNs,
     pub(crate) edge: EdgeId,
-    /// The end whose byte counts are used (the first to report), so bytes are
+    /// UDP: the end whose byte counts are used (the first to report), so bytes are
     /// counted once though both ends report them.
     pub(crate) owner: Side,
     /// Ends that opened (bit 1 client, bit 2 server).
     pub(crate) opened: u8,
     /// Ends that closed.
     pub(crate) closed: u8,
-    pub(crate) bytes_done: bool,
+    /// TCP: the socket counters (client to server, server to client) already counted
+    /// on the edge, or not counted because they predate the window. Either end's
+    /// counters measure the same two byte streams, so each report adds only what it
+    /// shows beyond these.
+    pub(crate) counted: [u64; 2],
 }
 
 impl ConnState {
@@ -103,7 +107,7 @@ struct Slot {
 
 const EMPTY: Slot = Slot {
     key: ConnKey { client_ip: [0; 2], rest: 0 },
-    state: ConnState { last: 0, edge: 0, owner: Side::Client, opened: 0, closed: 0, bytes_done: false },
+    state: ConnState { last: 0, edge: 0, owner: Side::Client, opened: 0, closed: 0, counted: [0; 2] },
     older: NONE,
     newer: NONE,
 };
@@ -283,7 +287,7 @@ mod tests {
     }
 
     fn state(last: TimeNs) -> ConnState {
-        ConnState { last, edge: 0, owner: Side::Client, opened: 1, closed: 0, bytes_done: false }
+        ConnState { last, edge: 0, owner: Side::Client, opened: 1, closed: 0, counted: [0; 2] }
     }
 
     #[test]

@@ -241,6 +241,7 @@ impl Engine {
                 Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
             }
             ConnKind::TcpConnect | ConnKind::TcpAccept => self.on_open(e),
+            ConnKind::TcpExisting | ConnKind::TcpProgress | ConnKind::TcpOpenAtEnd => self.on_report(e),
             ConnKind::TcpClose => self.on_close(e),
             ConnKind::UdpFlow => self.on_flow(e),
         }
@@ -273,8 +274,50 @@ impl Engine {
         self.edges[edge as usize].connections += 1;
         self.insert_conn(
             key,
-            ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: 0, bytes_done: false },
+            ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: 0, counted: [0; 2] },
         );
+        Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
+    }
+
+    /// A report of an open connection: its first sight when it was open before the
+    /// capture (existing), bytes it moved since (progress), or its state when the
+    /// capture stopped (open at end). Whatever the order and whichever end reports,
+    /// the connection counts once, and only the bytes moved after its first report
+    /// count: the counters it carries then predate the window.
+    fn on_report(&mut self, e: &ConnFacts) -> Applied {
+        let key = Self::key(e);
+        let side = bit(e.side);
+        let dedup = duration_ns(self.config.dedup_window);
+        if let Some(state) = self.conns.get_mut(&key) {
+            let live = state.opened & !state.closed != 0 || e.time_ns.saturating_sub(state.last) <= dedup;
+            if live && state.closed & side == 0 {
+                let seen_end = state.opened & side != 0;
+                if !seen_end {
+                    state.opened |= side;
+                    self.stats.both_ends_merged += 1;
+                }
+                state.last = e.time_ns;
+                // An end found open again starts a new window: another recording of its
+                // node, begun after this one ended, saw nothing in between (nor does
+                // an end whose kernel entry was evicted, which is counted).
+                let added = if seen_end && e.kind == ConnKind::TcpExisting {
+                    let _ = count_new_bytes(&mut state.counted, e);
+                    [0; 2]
+                } else {
+                    count_new_bytes(&mut state.counted, e)
+                };
+                let edge = state.edge;
+                self.add_directed_bytes(edge, added);
+                self.touch(edge, e.time_ns);
+                return Applied { touched_edge: Some(edge), ..Applied::default() };
+            }
+        }
+        self.stats.open_before_capture += 1;
+        let (edge, new) = self.edge_for(e);
+        self.edges[edge as usize].connections += 1;
+        let state =
+            ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: 0, counted: directed_bytes(e) };
+        self.insert_conn(key, state);
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
 
@@ -296,18 +339,17 @@ impl Engine {
                 (state, None)
             }
             None => {
-                // Opened before the capture started (or evicted): count it now.
+                // Opened before the capture started and silent until its close (or
+                // evicted): count it now, with the bytes of its whole life.
                 let (edge, new) = self.edge_for(e);
                 self.edges[edge as usize].connections += 1;
                 let state =
-                    ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: side, bytes_done: false };
+                    ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: side, counted: [0; 2] };
                 (state, new.then_some(edge))
             }
         };
-        if !state.bytes_done {
-            state.bytes_done = true;
-            self.add_bytes(state.edge, e);
-        }
+        let added = count_new_bytes(&mut state.counted, e);
+        self.add_directed_bytes(state.edge, added);
         let edge = state.edge;
         self.touch(edge, e.time_ns);
         if state.opened == 3 && state.closed == 3 {
@@ -352,7 +394,7 @@ impl Engine {
         self.add_bytes(edge, e);
         self.insert_conn(
             key,
-            ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: 0, bytes_done: false },
+            ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: 0, counted: [0; 2] },
         );
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
@@ -384,10 +426,11 @@ impl Engine {
     }
 
     fn add_bytes(&mut self, edge: EdgeId, e: &ConnFacts) {
-        let (to_server, to_client) = match e.side {
-            Side::Client => (e.bytes_sent, e.bytes_received),
-            Side::Server => (e.bytes_received, e.bytes_sent),
-        };
+        self.add_directed_bytes(edge, directed_bytes(e));
+    }
+
+    /// Adds (client to server, server to client) bytes to an edge.
+    fn add_directed_bytes(&mut self, edge: EdgeId, [to_server, to_client]: [u64; 2]) {
         let stats = &mut self.edges[edge as usize];
         stats.bytes_sent += to_server;
         stats.bytes_received += to_client;
@@ -409,9 +452,9 @@ impl Engine {
     }
 
     /// Forgets connections that can see no more events: closed ones past the dedup
-    /// window, UDP flows idle past connection_ttl. An open TCP connection is silent
-    /// until it closes however long it lives (a pool, a stream), so only the table's
-    /// capacity evicts it. The table is in recency order, so this stops at the first
+    /// window, UDP flows idle past connection_ttl. An open TCP connection may be silent
+    /// until it closes however long it lives (an idle pool connection reports no
+    /// progress), so only the table's capacity evicts it. The table is in recency order, so this stops at the first
     /// one still live.
     fn expire(&mut self, now: TimeNs) {
         let dedup = duration_ns(self.config.dedup_window);
@@ -504,6 +547,24 @@ impl Engine {
         self.entity_ids.insert(entity, id);
         id
     }
+}
+
+/// A report's byte counters as (client to server, server to client).
+fn directed_bytes(e: &ConnFacts) -> [u64; 2] {
+    match e.side {
+        Side::Client => [e.bytes_sent, e.bytes_received],
+        Side::Server => [e.bytes_received, e.bytes_sent],
+    }
+}
+
+/// What a TCP socket's counters show beyond those already counted, which they
+/// become. Counters only grow, and both ends count the same streams (one end's sent
+/// bytes, once acked, are the other's received), so the larger view wins.
+fn count_new_bytes(counted: &mut [u64; 2], e: &ConnFacts) -> [u64; 2] {
+    let now = directed_bytes(e);
+    let added = [now[0].saturating_sub(counted[0]), now[1].saturating_sub(counted[1])];
+    *counted = [counted[0].max(now[0]), counted[1].max(now[1])];
+    added
 }
 
 /// The other spelling of an IPv4 address (IPv4-mapped IPv6 and back).

@@ -194,6 +194,10 @@ pub struct BuildStats {
     pub object_events: u64,
     /// Connections counted once although both ends were seen.
     pub both_ends_merged: u64,
+    /// TCP connections first seen open (they were open before the capture started):
+    /// counted once, with the bytes they moved after that.
+    #[serde(default)]
+    pub open_before_capture: u64,
     /// Events the kernel side lost, as the recordings report.
     pub dropped: u64,
     /// Connections evicted from bounded tables (recordings plus this build).

@@ -240,6 +240,12 @@ pub async fn capture(
         }
         K8sSource::None | K8sSource::KubectlFile(_) => (None, Vec::new()),
     };
+    // The kubectl snapshot too is taken before the programs start: connections found
+    // open at start must come after the state they resolve against.
+    let kubectl = match &options.k8s {
+        K8sSource::KubectlFile(path) => Some(KubectlFile::open(path, now_ns())?),
+        K8sSource::None | K8sSource::Api(_) => None,
+    };
     // Load the programs before creating the recording: a host that cannot run them
     // leaves no empty recording behind.
     let mut kernel = KernelCapture::start(options.kernel.clone())?;
@@ -254,14 +260,10 @@ pub async fn capture(
     let mut reorder = Reorder::new(window);
     let settled_lag = i64::try_from((options.kernel.drain_interval + DRAIN_SLACK).as_nanos()).unwrap_or(i64::MAX);
     reorder.push_objects(api_snapshot);
-    let mut kubectl = match &options.k8s {
-        K8sSource::KubectlFile(path) => {
-            let (file, snapshot) = KubectlFile::open(path, now_ns())?;
-            reorder.push_objects(snapshot);
-            Some(file)
-        }
-        K8sSource::None | K8sSource::Api(_) => None,
-    };
+    let mut kubectl = kubectl.map(|(file, snapshot)| {
+        reorder.push_objects(snapshot);
+        file
+    });
     consumer.ready();
 
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);

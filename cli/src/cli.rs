@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Where container runtimes and `ip netns` pin network namespaces.
+const DEFAULT_NETNS_DIR: &str = "/var/run/netns";
+
 /// A service map of a Kubernetes cluster from kernel connection events.
 #[derive(Debug, Parser)]
 #[command(name = "smap", version, about, propagate_version = true)]
@@ -241,6 +244,10 @@ pub struct CaptureArgs {
     /// Connections the kernel tracks at once (default: the config's max_connections).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Pinned network namespaces (one per pod under containerd, CRI-O and `ip netns`)
+    /// whose open connections are listed at start; entering them needs CAP_SYS_ADMIN.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_NETNS_DIR)]
+    pub netns_dir: PathBuf,
     /// Engine and capture configuration (YAML).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -285,6 +292,10 @@ pub struct WatchArgs {
     /// config's max_connections).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Pinned network namespaces (one per pod under containerd, CRI-O and `ip netns`)
+    /// whose open connections are listed at start; entering them needs CAP_SYS_ADMIN.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_NETNS_DIR)]
+    pub netns_dir: PathBuf,
     /// With --record: finalize segments this often, bounding what a crash can lose.
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     pub checkpoint: humantime::Duration,

@@ -96,6 +96,22 @@ struct tcp_sock {
 	__u32 total_retrans;
 } __core;
 
+struct seq_file;
+struct sk_buff;
+
+/* The context of iter/tcp programs (kernel/bpf/bpf_iter.c, net/ipv4/tcp_ipv4.c). */
+struct bpf_iter_meta {
+	struct seq_file *seq;
+	__u64 session_id;
+	__u64 seq_num;
+} __core;
+
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common;
+	__u32 uid;
+} __core;
+
 struct socket {
 	struct sock *sk;
 } __core;

@@ -56,12 +56,24 @@ pub mod programs {
     pub const SOCK_SEND_LENGTH: &str = "on_sock_send_length";
     /// `tp_btf/sock_recv_length` (Linux 6.4+): UDP bytes received.
     pub const SOCK_RECV_LENGTH: &str = "on_sock_recv_length";
+    /// `tp_btf/tcp_probe`: every segment an established TCP socket receives; finds
+    /// connections open before capture and reports progress.
+    pub const TCP_PROBE: &str = "on_tcp_probe";
+    /// `tp_btf/tcp_rcv_space_adjust`: every TCP read, in the reading task; the same as
+    /// [`TCP_PROBE`], and the owner of a socket found by it.
+    pub const TCP_RCV_SPACE_ADJUST: &str = "on_tcp_rcv_space_adjust";
+    /// `iter/tcp`: the TCP sockets of the reading task's network namespace, as
+    /// [`Event`](crate::Event) records (listeners and connections not yet known).
+    pub const ITER_TCP: &str = "iter_tcp";
 }
 
 /// Global variables of the object that the loader may override before loading.
 pub mod globals {
     /// `u64`: the reader is woken only once this many bytes are pending (default 64 KiB).
     pub const WAKEUP_BYTES: &str = "wakeup_bytes";
+    /// `u64`: an open connection that moved bytes is reported again at most this often,
+    /// in nanoseconds (default 10 s).
+    pub const PROGRESS_NS: &str = "progress_ns";
 }
 
 /// [`Event::kind`] values.
@@ -78,6 +90,16 @@ pub mod kind {
     pub const UDP_FLOW: u8 = 5;
     /// A socket started listening on (netns, local address, port); not a connection.
     pub const TCP_LISTEN: u8 = 6;
+    /// An established connection not seen opening (open before capture), found on its
+    /// first bytes or by the enumeration; carries its byte counters so far. Once per
+    /// socket.
+    pub const TCP_EXISTING: u8 = 7;
+    /// An open connection moved bytes since its last report; carries its byte counters
+    /// so far. At most once per [`PROGRESS_NS`](crate::globals::PROGRESS_NS).
+    pub const TCP_PROGRESS: u8 = 8;
+    /// A connection still open when the capture stopped; made by user space from the
+    /// `conns` map ([`ConnState::open_at_end`](crate::ConnState::open_at_end)).
+    pub const TCP_OPEN_AT_END: u8 = 9;
 }
 
 /// [`Event::side`] values.
@@ -120,8 +142,12 @@ pub mod counter {
     pub const UDP_FLOW_INSERTS: u32 = 6;
     /// A map update failed for another reason than an LRU eviction.
     pub const MAP_FULL: u32 = 7;
+    /// Open connections found on their first bytes (not by the enumeration).
+    pub const TCP_EXISTING: u32 = 8;
+    /// Progress reports written.
+    pub const TCP_PROGRESS: u32 = 9;
     /// Number of counters.
-    pub const LEN: u32 = 8;
+    pub const LEN: u32 = 10;
 }
 
 /// Length of the records `wake_reader` writes only to wake the reader; skip them.
@@ -229,25 +255,80 @@ pub struct UdpFlowKey {
 }
 
 /// Value of the `conns` map: what the kernel remembers of a TCP socket between its
-/// state transitions (`struct conn_state` of `src/smap.bpf.c`). User space only counts
-/// these entries, to tell evictions apart.
+/// state changes and data-path runs (`struct conn_state` of `src/smap.h`). User space
+/// counts these entries, to tell evictions apart, and reads them at the end of a
+/// capture to report the connections still open.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnState {
-    /// When the socket was seen opening (`CLOCK_BOOTTIME` ns).
+    /// When the socket was seen opening (`CLOCK_BOOTTIME` ns); 0 if before capture.
     pub start_ns: u64,
     /// Socket cookie.
     pub cookie: u64,
     /// cgroup v2 id of the owner.
     pub cgroup_id: u64,
-    /// Owner's thread-group id, 0 until known (a passive open before accept()).
+    /// When the socket was last reported (open, first bytes, progress).
+    pub report_ns: u64,
+    /// Payload bytes sent as of the socket's last received segment.
+    pub bytes_sent: u64,
+    /// Payload bytes received as of the socket's last received segment.
+    pub bytes_received: u64,
+    /// `bytes_sent` as of the last report.
+    pub reported_sent: u64,
+    /// `bytes_received` as of the last report.
+    pub reported_received: u64,
+    /// Owner's thread-group id, 0 until known (a passive open before accept(), a
+    /// socket found in softirq).
     pub pid: u32,
+    /// Network-namespace inode, once the tuple is known.
+    pub netns: u32,
+    /// [`AF_INET`] or [`AF_INET6`]; 0 while the tuple is not known yet.
+    pub family: u16,
+    /// Local port.
+    pub sport: u16,
+    /// Remote port.
+    pub dport: u16,
     /// One of [`side`].
     pub side: u8,
-    /// Always zero.
-    pub pad: [u8; 3],
+    /// Bits of [`flag`].
+    pub flags: u8,
+    /// Local address, encoded as in [`Event`].
+    pub saddr: [u8; 16],
+    /// Remote address, encoded as in [`Event`].
+    pub daddr: [u8; 16],
     /// Owner's process name, NUL-padded.
     pub comm: [u8; 16],
+}
+
+impl ConnState {
+    /// The [`kind::TCP_OPEN_AT_END`] report of this socket at boot time `now_ns`, or
+    /// `None` while its tuple is unknown (still in the handshake: no connection yet).
+    pub fn open_at_end(&self, now_ns: u64) -> Option<Event> {
+        if self.family == 0 {
+            return None;
+        }
+        Some(Event {
+            ts_ns: now_ns,
+            start_ns: self.start_ns,
+            cookie: self.cookie,
+            cgroup_id: self.cgroup_id,
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            pid: self.pid,
+            netns: self.netns,
+            family: self.family,
+            sport: self.sport,
+            dport: self.dport,
+            kind: kind::TCP_OPEN_AT_END,
+            side: self.side,
+            flags: if self.side == side::UNKNOWN { flag::SYN_UNCERTAIN } else { 0 },
+            old_state: 1,
+            saddr: self.saddr,
+            daddr: self.daddr,
+            comm: self.comm,
+            ..Event::default()
+        })
+    }
 }
 
 #[cfg(feature = "user")]
@@ -257,7 +338,7 @@ unsafe impl aya::Pod for Event {}
 // SAFETY: as for Event; the explicit `pad` field leaves no implicit padding.
 unsafe impl aya::Pod for UdpFlowKey {}
 #[cfg(feature = "user")]
-// SAFETY: as for Event; the explicit `pad` field leaves no implicit padding.
+// SAFETY: as for Event: integers only, and the fields add up to the size.
 unsafe impl aya::Pod for ConnState {}
 
 /// 8-byte alignment for the object bytes: the ELF parser reads its headers in place.

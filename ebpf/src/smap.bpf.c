@@ -10,6 +10,13 @@
  * joined here. accept() is seen at syscall exit, in the server's task. Any state ->
  * CLOSE reports the socket's lifetime payload bytes.
  *
+ * Connections that were open before capture: the data-path tracepoints (tcp_probe on
+ * every segment an established socket receives, tcp_rcv_space_adjust on every read)
+ * find a socket absent from `conns`, remember it and report it once (TCP_EXISTING);
+ * the iter/tcp program finds the idle ones when user space runs it in a namespace.
+ * The same data-path runs keep each entry's byte counters current and report a
+ * connection that moved bytes at most once per progress_ns (TCP_PROGRESS).
+ *
  * UDP: the cgroup sock_addr hooks see each unconnected datagram's peer (and connect()),
  * and the optional sock:sock_{send,recv}_length tracepoints add byte counts. Flows
  * are aggregated in `udp_flows`, which user space reads and ages; no per-datagram event
@@ -30,21 +37,13 @@ char LICENSE[] SEC("license") = "GPL";
 /* Wake the reader once this many bytes are pending: per-event wakeups halve connection
  * throughput; the reader also drains on a timer. */
 volatile const __u64 wakeup_bytes = 64 * 1024;
+/* An open connection that moved bytes is reported again (SMAP_KIND_TCP_PROGRESS) at
+ * most this often. */
+volatile const __u64 progress_ns = 10ULL * 1000000000;
 
 /* Ring-buffer producer position at the last wakeup, shared by all CPUs (a lost race
  * costs one wakeup too many or too few, and the timer drains anyway). */
 __u64 last_wake_pos = 0;
-
-/* Connection state remembered between the transitions of one TCP socket. */
-struct conn_state {
-	__u64 start_ns;
-	__u64 cookie;
-	__u64 cgroup_id;
-	__u32 pid;
-	__u8 side;
-	__u8 _pad[3];
-	char comm[SMAP_COMM_LEN];
-};
 
 /* Which hook saw the last datagram of a task, so the length tracepoint that follows in
  * the same syscall can add its bytes to the right flow. */
@@ -198,6 +197,18 @@ static __always_inline void conn_delete(__u64 key)
 		count(SMAP_CTR_CONN_DELETES);
 }
 
+/* The tuple of a reported socket, kept for the report of connections still open at
+ * the end of a capture. */
+static __always_inline void remember_tuple(struct conn_state *st, const struct smap_event *e)
+{
+	st->family = e->family;
+	st->sport = e->sport;
+	st->dport = e->dport;
+	st->netns = e->netns;
+	__builtin_memcpy(st->saddr, e->saddr, SMAP_ADDR_LEN);
+	__builtin_memcpy(st->daddr, e->daddr, SMAP_ADDR_LEN);
+}
+
 static __always_inline void from_state(struct smap_event *e, const struct conn_state *st)
 {
 	e->start_ns = st->start_ns;
@@ -240,30 +251,37 @@ static __always_inline void tcp_tuple(const struct sock *sk, const struct tcp_so
 	e->netns = sk->__sk_common.skc_net.net->ns.inum;
 }
 
-/* Payload bytes of a closing socket. bytes_acked counts the active opener's SYN and
- * our FIN once acked; bytes_received counts the peer's FIN once it arrived (tcp_fin()
- * sets SOCK_DONE). Our FIN is in write_seq from the moment it is queued, which only
- * happens in the FIN_WAIT1, FIN_WAIT2, CLOSING and LAST_ACK states; it was acked if
- * snd_una reached write_seq. */
+/* Payload bytes of an open socket. bytes_acked counts the active opener's SYN;
+ * bytes_received counts the peer's FIN once it arrived (tcp_fin() sets SOCK_DONE). A
+ * socket whose side is unknown keeps the SYN in and says so: the difference of two
+ * reports of one socket is exact either way. */
+static __always_inline void open_bytes(const struct sock *sk, const struct tcp_sock *tp, __u8 side,
+				       __u64 *sent, __u64 *received)
+{
+	__u64 acked = tp->bytes_acked;
+	__u64 rcvd = tp->bytes_received;
+
+	if (side == SMAP_SIDE_CLIENT && acked > 0)
+		acked -= 1;
+	if ((sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && rcvd > 0)
+		rcvd -= 1;
+	*sent = acked;
+	*received = rcvd;
+}
+
+/* Payload bytes of a closing socket: as open_bytes, less our FIN, which is in
+ * write_seq from the moment it is queued (only in the FIN_WAIT1, FIN_WAIT2, CLOSING and
+ * LAST_ACK states) and was acked if snd_una reached write_seq. */
 static __always_inline void close_bytes(const struct sock *sk, const struct tcp_sock *tp,
 					int oldstate, struct smap_event *e)
 {
-	__u64 acked = tp->bytes_acked;
-	__u64 received = tp->bytes_received;
-	__u64 not_payload = 0;
-
+	open_bytes(sk, tp, e->side, &e->bytes_sent, &e->bytes_received);
 	if ((oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING ||
 	     oldstate == TCP_LAST_ACK) &&
-	    tp->snd_una == tp->write_seq)
-		not_payload += 1;
-	if (e->side == SMAP_SIDE_CLIENT)
-		not_payload += 1;
-	else if (e->side == SMAP_SIDE_UNKNOWN)
+	    tp->snd_una == tp->write_seq && e->bytes_sent > 0)
+		e->bytes_sent -= 1;
+	if (e->side == SMAP_SIDE_UNKNOWN)
 		e->flags |= SMAP_FLAG_SYN_UNCERTAIN;
-	e->bytes_sent = acked > not_payload ? acked - not_payload : 0;
-	if ((sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && received > 0)
-		received -= 1;
-	e->bytes_received = received;
 	e->retransmits = tp->total_retrans;
 }
 
@@ -301,6 +319,7 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 			.side = SMAP_SIDE_CLIENT,
 		};
 
+		init.report_ns = init.start_ns;
 		/* The process's name, not the calling thread's (often a pool worker's). */
 		__builtin_memcpy(init.comm, task->group_leader->comm, SMAP_COMM_LEN);
 		conn_start(key, &init);
@@ -316,6 +335,7 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 			.side = SMAP_SIDE_SERVER,
 		};
 
+		init.report_ns = init.start_ns;
 		if (newstate == TCP_SYN_RECV)
 			conn_start(key, &init);
 		else
@@ -366,6 +386,10 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 		if (st)
 			from_state(e, st);
 		tcp_tuple(sk, tp, e);
+		if (st) {
+			remember_tuple(st, e);
+			st->report_ns = e->ts_ns;
+		}
 		submit(e);
 		return 0;
 	}
@@ -426,6 +450,190 @@ int BPF_PROG(wake_reader, const struct sock *sk, const int oldstate, const int n
 		return 0;
 	last_wake_pos = prod;
 	bpf_ringbuf_output(&events, &marker, sizeof(marker), BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+/* --- Open connections: first bytes, progress, enumeration ---------------------------
+ *
+ * tcp_probe runs for every segment an established socket receives, in softirq as a
+ * rule, so the task it finds is not the socket's owner; tcp_rcv_space_adjust runs in
+ * the reading task. Both ends of a connection that moves data in either direction
+ * receive segments (data or acks), so tcp_probe sees every such socket. */
+
+/* The entry for an established socket smap has not seen before, and its report. */
+static __always_inline void tcp_first_seen(struct sock *sk, const struct tcp_sock *tp, __u64 now,
+					   int in_task)
+{
+	__u64 key = (__u64)sk;
+	struct conn_state init = {
+		.cookie = bpf_get_socket_cookie((void *)sk),
+		.report_ns = now,
+		.side = SMAP_SIDE_UNKNOWN,
+	};
+	struct conn_state *st;
+	struct smap_event *e;
+
+	if (in_task) {
+		init.pid = bpf_get_current_pid_tgid() >> 32;
+		init.cgroup_id = bpf_get_current_cgroup_id();
+		leader_comm(init.comm);
+	}
+	/* Another CPU may be reporting the same socket: only the one that creates the
+	 * entry reports it. */
+	if (bpf_map_update_elem(&conns, &key, &init, BPF_NOEXIST))
+		return;
+	count(SMAP_CTR_CONN_INSERTS);
+	st = bpf_map_lookup_elem(&conns, &key);
+	if (!st)
+		return;
+	e = reserve();
+	if (!e)
+		return;
+	e->kind = SMAP_KIND_TCP_EXISTING;
+	e->ts_ns = now;
+	e->cookie = init.cookie;
+	e->old_state = sk->__sk_common.skc_state;
+	from_state(e, st);
+	tcp_tuple(sk, tp, e);
+	open_bytes(sk, tp, SMAP_SIDE_UNKNOWN, &e->bytes_sent, &e->bytes_received);
+	e->flags |= SMAP_FLAG_SYN_UNCERTAIN;
+	e->retransmits = tp->total_retrans;
+	remember_tuple(st, e);
+	st->bytes_sent = st->reported_sent = e->bytes_sent;
+	st->bytes_received = st->reported_received = e->bytes_received;
+	count(SMAP_CTR_TCP_EXISTING);
+	submit(e);
+}
+
+static __always_inline void tcp_data(struct sock *sk, int in_task)
+{
+	__u64 key = (__u64)sk;
+	struct tcp_sock *tp;
+	struct conn_state *st;
+	struct smap_event *e;
+	__u8 state;
+	__u64 now;
+
+	/* Runs for every segment received: plain loads and one lookup. */
+	state = sk->__sk_common.skc_state;
+	if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
+		return;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	now = bpf_ktime_get_boot_ns();
+	st = bpf_map_lookup_elem(&conns, &key);
+	if (!st) {
+		tcp_first_seen(sk, tp, now, in_task);
+		return;
+	}
+	if (in_task && !st->pid) {
+		st->pid = bpf_get_current_pid_tgid() >> 32;
+		st->cgroup_id = bpf_get_current_cgroup_id();
+		leader_comm(st->comm);
+	}
+	open_bytes(sk, tp, st->side, &st->bytes_sent, &st->bytes_received);
+	if (!st->family) {
+		/* Established after a handshake seen here, before its accept(): the tuple
+		 * is needed if it is still open at the end. */
+		struct smap_event t = {};
+
+		tcp_tuple(sk, tp, &t);
+		remember_tuple(st, &t);
+	}
+	if (now - st->report_ns < progress_ns)
+		return;
+	if (st->bytes_sent == st->reported_sent && st->bytes_received == st->reported_received)
+		return;
+	st->report_ns = now;
+	st->reported_sent = st->bytes_sent;
+	st->reported_received = st->bytes_received;
+	e = reserve();
+	if (!e)
+		return;
+	e->kind = SMAP_KIND_TCP_PROGRESS;
+	e->ts_ns = now;
+	e->cookie = st->cookie;
+	e->old_state = state;
+	from_state(e, st);
+	tcp_tuple(sk, tp, e);
+	e->bytes_sent = st->bytes_sent;
+	e->bytes_received = st->bytes_received;
+	if (st->side == SMAP_SIDE_UNKNOWN)
+		e->flags |= SMAP_FLAG_SYN_UNCERTAIN;
+	e->retransmits = tp->total_retrans;
+	count(SMAP_CTR_TCP_PROGRESS);
+	submit(e);
+}
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(on_tcp_probe, struct sock *sk, struct sk_buff *skb)
+{
+	tcp_data(sk, 0);
+	return 0;
+}
+
+SEC("tp_btf/tcp_rcv_space_adjust")
+int BPF_PROG(on_tcp_rcv_space_adjust, struct sock *sk)
+{
+	tcp_data(sk, 1);
+	return 0;
+}
+
+/* Enumeration of the sockets open in the network namespace of the task that reads the
+ * iterator: listeners are written as TCP_LISTEN records (so user space knows the
+ * servers of connections it did not see open), established sockets absent from
+ * `conns` are remembered and written as TCP_EXISTING, exactly as their first bytes
+ * would have reported them. Records go to the iterator's file, not the ring buffer, so
+ * a namespace with 100k sockets does not overflow it. */
+SEC("iter/tcp")
+int iter_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct sock_common *skc = ctx->sk_common;
+	struct conn_state init = {};
+	struct smap_event e = {};
+	struct tcp_sock *tp;
+	struct sock *sk;
+	__u64 key;
+	__u8 state;
+
+	if (!skc)
+		return 0;
+	/* NULL for request and time-wait sockets, which are no connection yet or any more. */
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	sk = (struct sock *)tp;
+	state = sk->__sk_common.skc_state;
+	e.ts_ns = bpf_ktime_get_boot_ns();
+	e.cookie = bpf_get_socket_cookie(sk);
+	e.old_state = state;
+	tcp_tuple(sk, tp, &e);
+	if (state == TCP_LISTEN) {
+		e.kind = SMAP_KIND_TCP_LISTEN;
+		e.side = SMAP_SIDE_SERVER;
+		bpf_seq_write(seq, &e, sizeof(e));
+		return 0;
+	}
+	if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
+		return 0;
+	key = (__u64)sk;
+	init.cookie = e.cookie;
+	init.report_ns = e.ts_ns;
+	init.side = SMAP_SIDE_UNKNOWN;
+	open_bytes(sk, tp, SMAP_SIDE_UNKNOWN, &e.bytes_sent, &e.bytes_received);
+	init.bytes_sent = init.reported_sent = e.bytes_sent;
+	init.bytes_received = init.reported_received = e.bytes_received;
+	remember_tuple(&init, &e);
+	/* Known already (seen opening, or its bytes were seen first): reported already. */
+	if (bpf_map_update_elem(&conns, &key, &init, BPF_NOEXIST))
+		return 0;
+	count(SMAP_CTR_CONN_INSERTS);
+	e.kind = SMAP_KIND_TCP_EXISTING;
+	e.flags = SMAP_FLAG_SYN_UNCERTAIN;
+	e.retransmits = tp->total_retrans;
+	bpf_seq_write(seq, &e, sizeof(e));
 	return 0;
 }
 
@@ -498,6 +706,7 @@ static __always_inline int on_accept_exit(struct sys_exit_args *ctx)
 	e->old_state = TCP_ESTABLISHED;
 	from_state(e, st);
 	sk_tuple(sk, e);
+	remember_tuple(st, e);
 	submit(e);
 	return 0;
 }

@@ -21,6 +21,16 @@
 /* A socket started listening: never recorded, it teaches user space which local ports
  * are servers so that closes of connections opened before capture get a side. */
 #define SMAP_KIND_TCP_LISTEN 6
+/* A TCP connection smap had not seen open, found established: on its first bytes
+ * (data-path hooks) or by the enumeration at start (iter/tcp). Carries the socket's
+ * payload byte counters so far. Reported once per socket. */
+#define SMAP_KIND_TCP_EXISTING 7
+/* An open TCP connection moved bytes since its last report, at most once per
+ * progress_ns; carries the byte counters so far. */
+#define SMAP_KIND_TCP_PROGRESS 8
+/* Still open when the capture stopped: written by user space from the `conns` map,
+ * never by a program; carries the byte counters as of the socket's last segment. */
+#define SMAP_KIND_TCP_OPEN_AT_END 9
 
 /* Which end the reporting socket is (smap_event.side). */
 #define SMAP_SIDE_UNKNOWN 0
@@ -43,7 +53,9 @@
 #define SMAP_CTR_ACCEPT_UNTRACKED 5  /* accept() of a socket absent from `conns` */
 #define SMAP_CTR_UDP_FLOW_INSERTS 6  /* entries created in `udp_flows` */
 #define SMAP_CTR_MAP_FULL 7          /* a map update failed (not an LRU eviction) */
-#define SMAP_CTR_LEN 8
+#define SMAP_CTR_TCP_EXISTING 8      /* open connections found on their first bytes */
+#define SMAP_CTR_TCP_PROGRESS 9      /* progress reports written */
+#define SMAP_CTR_LEN 10
 
 /* One connection event, written to the `events` ring buffer; also the value type of
  * the `udp_flows` map (kind SMAP_KIND_UDP_FLOW), which user space reads periodically.
@@ -94,5 +106,32 @@ _Static_assert(__builtin_offsetof(struct smap_event, kind) == 84, "smap_event.ki
 _Static_assert(__builtin_offsetof(struct smap_event, saddr) == 88, "smap_event.saddr moved");
 _Static_assert(__builtin_offsetof(struct smap_event, comm) == 120, "smap_event.comm moved");
 _Static_assert(sizeof(struct smap_udp_key) == 32, "smap_udp_key layout changed: update lib.rs");
+
+/* Value of the `conns` map: what the programs remember of one TCP socket between its
+ * state changes and data-path runs. User space reads it at the end of a capture to
+ * report the connections still open. Addresses and ports as in smap_event; family 0
+ * until the tuple is known (a socket still in the handshake). */
+struct conn_state {
+	__u64 start_ns;          /* seen opening; 0: open before capture */
+	__u64 cookie;
+	__u64 cgroup_id;
+	__u64 report_ns;         /* last report: open, first bytes or progress */
+	__u64 bytes_sent;        /* payload bytes as of the last data-path run */
+	__u64 bytes_received;
+	__u64 reported_sent;     /* payload bytes as of the last report */
+	__u64 reported_received;
+	__u32 pid;
+	__u32 netns;
+	__u16 family;
+	__u16 sport;
+	__u16 dport;
+	__u8 side;
+	__u8 flags;
+	__u8 saddr[SMAP_ADDR_LEN];
+	__u8 daddr[SMAP_ADDR_LEN];
+	char comm[SMAP_COMM_LEN];
+};
+
+_Static_assert(sizeof(struct conn_state) == 128, "conn_state layout changed: update lib.rs");
 
 #endif

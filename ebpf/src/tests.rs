@@ -144,9 +144,20 @@ fn conn_state_matches_the_c_struct() {
         ("start_ns", offset_of!(ConnState, start_ns)),
         ("cookie", offset_of!(ConnState, cookie)),
         ("cgroup_id", offset_of!(ConnState, cgroup_id)),
+        ("report_ns", offset_of!(ConnState, report_ns)),
+        ("bytes_sent", offset_of!(ConnState, bytes_sent)),
+        ("bytes_received", offset_of!(ConnState, bytes_received)),
+        ("reported_sent", offset_of!(ConnState, reported_sent)),
+        ("reported_received", offset_of!(ConnState, reported_received)),
         ("pid", offset_of!(ConnState, pid)),
+        ("netns", offset_of!(ConnState, netns)),
+        ("family", offset_of!(ConnState, family)),
+        ("sport", offset_of!(ConnState, sport)),
+        ("dport", offset_of!(ConnState, dport)),
         ("side", offset_of!(ConnState, side)),
-        ("_pad", offset_of!(ConnState, pad)),
+        ("flags", offset_of!(ConnState, flags)),
+        ("saddr", offset_of!(ConnState, saddr)),
+        ("daddr", offset_of!(ConnState, daddr)),
         ("comm", offset_of!(ConnState, comm)),
     ];
     let rust: Vec<(String, usize)> = rust.iter().map(|&(n, o)| (String::from(n), o)).collect();
@@ -159,7 +170,7 @@ fn no_implicit_padding() {
     let event_fields = 8 * 8 + 3 * 4 + 4 * 2 + 4 + 3 * 16;
     assert_eq!(size_of::<Event>(), event_fields);
     assert_eq!(size_of::<UdpFlowKey>(), 8 + 2 + 2 + 4 + 16);
-    assert_eq!(size_of::<ConnState>(), 3 * 8 + 4 + 1 + 3 + 16);
+    assert_eq!(size_of::<ConnState>(), 8 * 8 + 2 * 4 + 3 * 2 + 2 + 3 * 16);
 }
 
 #[test]
@@ -178,6 +189,9 @@ fn object_is_aligned_elf_with_every_program() {
         "cgroup/recvmsg6",
         "tp_btf/sock_send_length",
         "tp_btf/sock_recv_length",
+        "tp_btf/tcp_probe",
+        "tp_btf/tcp_rcv_space_adjust",
+        "iter/tcp",
     ] {
         assert!(!section(obj, sec).is_empty(), "{sec}");
     }

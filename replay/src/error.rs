@@ -36,13 +36,16 @@ pub enum ReplayError {
         source: arrow_schema::ArrowError,
     },
     /// The recording was written with a schema version this smap cannot read.
-    #[error("{path}: recording schema version {found} is not supported (this smap reads version {supported})")]
+    #[error(
+        "{path}: recording schema version {found} is not supported (this smap reads versions {} to {supported})",
+        crate::meta::OLDEST_SCHEMA_VERSION
+    )]
     SchemaVersion {
         /// The file that declared the version.
         path: PathBuf,
         /// The version found.
         found: String,
-        /// The version this build reads.
+        /// The newest version this build reads (it reads every one from 1).
         supported: u32,
     },
     /// A segment's columns do not match the documented schema.

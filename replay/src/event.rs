@@ -24,6 +24,16 @@ pub enum ConnKind {
     TcpConnectFailed,
     /// A UDP flow (datagrams between two endpoints), aggregated over a period.
     UdpFlow,
+    /// An established TCP connection that was not seen opening (it was open before the
+    /// capture started), found on its first bytes or by the enumeration at start.
+    /// Carries the socket's payload bytes so far, which the window does not count.
+    TcpExisting,
+    /// An open TCP connection moved bytes since its last report; carries the socket's
+    /// payload bytes so far.
+    TcpProgress,
+    /// A TCP connection still open when the capture stopped; carries the socket's
+    /// payload bytes so far.
+    TcpOpenAtEnd,
 }
 
 impl ConnKind {
@@ -35,6 +45,9 @@ impl ConnKind {
             ConnKind::TcpClose => "tcp_close",
             ConnKind::TcpConnectFailed => "tcp_connect_failed",
             ConnKind::UdpFlow => "udp_flow",
+            ConnKind::TcpExisting => "tcp_existing",
+            ConnKind::TcpProgress => "tcp_progress",
+            ConnKind::TcpOpenAtEnd => "tcp_open_at_end",
         }
     }
 
@@ -46,6 +59,9 @@ impl ConnKind {
             "tcp_close" => ConnKind::TcpClose,
             "tcp_connect_failed" => ConnKind::TcpConnectFailed,
             "udp_flow" => ConnKind::UdpFlow,
+            "tcp_existing" => ConnKind::TcpExisting,
+            "tcp_progress" => ConnKind::TcpProgress,
+            "tcp_open_at_end" => ConnKind::TcpOpenAtEnd,
             _ => return None,
         })
     }
@@ -140,9 +156,10 @@ pub struct ConnEvent {
     pub netns: u32,
     /// Per-socket id (socket cookie) joining open and close of the same socket.
     pub socket_id: u64,
-    /// Payload bytes this socket sent.
+    /// Payload bytes this socket sent: over its whole life for a close, so far for
+    /// the reports of open connections (existing, progress, open at end).
     pub bytes_sent: u64,
-    /// Payload bytes this socket received.
+    /// Payload bytes this socket received, counted as `bytes_sent` is.
     pub bytes_received: u64,
     /// TCP retransmitted segments.
     pub retransmits: u32,

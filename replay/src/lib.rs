@@ -23,6 +23,6 @@ pub use event::{
     ConnEvent, ConnFacts, ConnKind, ConnRecord, Event, ObjectAction, ObjectEvent, ObjectKind, Protocol, Side, TimeNs,
 };
 pub use merge::MergedEvents;
-pub use meta::{Counters, RecordingMeta, SCHEMA_VERSION};
+pub use meta::{Counters, RecordingMeta, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION};
 pub use reader::Recording;
 pub use writer::{LossCounters, RecordingWriter, WriterOptions};

@@ -10,7 +10,18 @@ use crate::event::TimeNs;
 /// The schema version this build writes and reads. Bump it on any incompatible change
 /// to the segment columns or to this metadata, and document the change in
 /// `docs/recording-format.md`.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// Version 2 added the connection kinds `tcp_existing`, `tcp_progress` and
+/// `tcp_open_at_end`; version 1 recordings read unchanged.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The oldest schema version this build still reads.
+pub const OLDEST_SCHEMA_VERSION: u32 = 1;
+
+/// Whether this build reads recordings of schema `version`.
+pub(crate) fn readable_version(version: u64) -> bool {
+    (u64::from(OLDEST_SCHEMA_VERSION)..=u64::from(SCHEMA_VERSION)).contains(&version)
+}
 
 /// Name of the metadata file inside a recording directory.
 pub const META_FILE: &str = "recording.json";
@@ -81,7 +92,7 @@ impl RecordingMeta {
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|source| ReplayError::Meta { path: path.clone(), source })?;
         let found = value.get("schema_version").cloned().unwrap_or(serde_json::Value::Null);
-        if found.as_u64() != Some(u64::from(SCHEMA_VERSION)) {
+        if !found.as_u64().is_some_and(readable_version) {
             return Err(ReplayError::SchemaVersion { path, found: found.to_string(), supported: SCHEMA_VERSION });
         }
         serde_json::from_value(value).map_err(|source| ReplayError::Meta { path, source })

@@ -12,7 +12,7 @@ use parquet::arrow::ProjectionMask;
 use crate::decode::{ConnDecoder, FactsDecoder, ObjectDecoder};
 use crate::error::{ReplayError, Result};
 use crate::event::{ConnEvent, ConnFacts, ObjectEvent};
-use crate::meta::{RecordingMeta, META_FILE, SCHEMA_VERSION};
+use crate::meta::{readable_version, RecordingMeta, META_FILE, SCHEMA_VERSION};
 use crate::schema::{Stream, VERSION_KEY};
 use crate::writer::PARTIAL_SUFFIX;
 
@@ -171,7 +171,7 @@ fn open_segment(stream: Stream, path: &Path, columns: Option<&[&str]>) -> Result
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|kv| kv.key == VERSION_KEY))
         .and_then(|kv| kv.value.clone());
-    if version.as_deref() != Some(SCHEMA_VERSION.to_string().as_str()) {
+    if !version.as_deref().and_then(|v| v.parse::<u64>().ok()).is_some_and(readable_version) {
         return Err(ReplayError::SchemaVersion {
             path: path.to_owned(),
             found: version.unwrap_or_else(|| "none".to_owned()),

@@ -181,21 +181,21 @@ impl Cluster {
         run_call(cmd)
     }
 
+    /// From a pod, opens a connected UDP socket to `target` and holds it until
+    /// [`HeldConnection::release`] (or drop); each [`HeldConnection::send`] sends one
+    /// datagram of that size and waits for its equally long answer.
+    pub fn udp_hold(&self, pod: &PodRef, target: SocketAddrV4) -> Result<HeldConnection> {
+        let mut cmd = self.peer_command(pod)?;
+        cmd.args(["udp-hold", &target.to_string()]).args(CallOptions::default().args());
+        HeldConnection::start(cmd)
+    }
+
     /// From a pod, opens a TCP connection to `target` and holds it until
     /// [`HeldConnection::release`] (or drop). Returns once connected (or failed).
     pub fn tcp_hold(&self, pod: &PodRef, target: SocketAddrV4) -> Result<HeldConnection> {
         let mut cmd = self.peer_command(pod)?;
         cmd.args(["tcp-hold", &target.to_string()]).args(CallOptions::default().args());
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let command = sys::describe(&cmd);
-        let mut child = cmd.spawn().map_err(|source| HarnessError::Spawn { command: command.clone(), source })?;
-        let stdin = child.stdin.take();
-        let Some(stdout) = child.stdout.take() else {
-            return Err(HarnessError::Invalid("tcp-hold's stdout was not piped".to_owned()));
-        };
-        let mut held = HeldConnection { child, stdin, stdout: BufReader::new(stdout), report: None, command };
-        held.report = Some(held.read_report()?);
-        Ok(held)
+        HeldConnection::start(cmd)
     }
 }
 
@@ -335,8 +335,8 @@ impl Drop for Server {
     }
 }
 
-/// A TCP connection held open by a client in a pod. Dropping it kills the client (the
-/// kernel then closes the socket).
+/// A TCP connection or connected UDP socket held open by a client in a pod. Dropping
+/// it kills the client (the kernel then closes the socket).
 #[derive(Debug)]
 pub struct HeldConnection {
     child: Child,
@@ -347,6 +347,19 @@ pub struct HeldConnection {
 }
 
 impl HeldConnection {
+    fn start(mut cmd: Command) -> Result<HeldConnection> {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let command = sys::describe(&cmd);
+        let mut child = cmd.spawn().map_err(|source| HarnessError::Spawn { command: command.clone(), source })?;
+        let stdin = child.stdin.take();
+        let Some(stdout) = child.stdout.take() else {
+            return Err(HarnessError::Invalid(format!("`{command}`: stdout was not piped")));
+        };
+        let mut held = HeldConnection { child, stdin, stdout: BufReader::new(stdout), report: None, command };
+        held.report = Some(held.read_report()?);
+        Ok(held)
+    }
+
     fn read_report(&mut self) -> Result<CallReport> {
         let mut line = String::new();
         self.stdout.read_line(&mut line).map_err(HarnessError::io(format!("reading `{}`", self.command)))?;
@@ -358,9 +371,24 @@ impl HeldConnection {
         })
     }
 
-    /// What the client reported on connecting: pid, source port, or why it failed.
+    /// What the client reported on connecting (pid, source port, or why it failed), or
+    /// after its last [`HeldConnection::send`].
     pub fn report(&self) -> Option<&CallReport> {
         self.report.as_ref()
+    }
+
+    /// Sends `bytes` on the open connection and waits until they are written.
+    pub fn send(&mut self, bytes: u64) -> Result<&CallReport> {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().ok_or_else(|| HarnessError::Invalid("tcp-hold was released".to_owned()))?;
+        writeln!(stdin, "{bytes}")
+            .and_then(|()| stdin.flush())
+            .map_err(HarnessError::io(format!("writing to `{}`", self.command)))?;
+        let report = self.read_report()?;
+        if !report.is_ok() {
+            return Err(HarnessError::Invalid(format!("sending on a held connection failed: {report:?}")));
+        }
+        Ok(self.report.insert(report))
     }
 
     /// Closes the connection gracefully (half-close, read to EOF) and returns the final

@@ -9,8 +9,8 @@ use smap_replay::{ConnEvent, ConnKind, Event, ObjectAction, ObjectKind, Side};
 
 use crate::object;
 
-const T0: i64 = 1_767_225_600_000_000_000;
-const MS: i64 = 1_000_000;
+pub(crate) const T0: i64 = 1_767_225_600_000_000_000;
+pub(crate) const MS: i64 = 1_000_000;
 
 fn pod_json(ns: &str, name: &str, ip: &str, labels: Value, owner: Option<(&str, &str)>, ready: bool) -> Value {
     let mut v = json!({
@@ -59,7 +59,7 @@ fn slice(ns: &str, service: &str, endpoints: &[(&str, &str, bool)], t: i64, acti
     )
 }
 
-fn conn(kind: ConnKind, side: Side, src: &str, sport: u16, dst: &str, dport: u16, t: i64) -> ConnEvent {
+pub(crate) fn conn(kind: ConnKind, side: Side, src: &str, sport: u16, dst: &str, dport: u16, t: i64) -> ConnEvent {
     ConnEvent {
         time_ns: t,
         node: Arc::from("node-1"),
@@ -90,7 +90,7 @@ fn closed(mut e: ConnEvent, sent: u64, received: u64) -> ConnEvent {
 
 /// A namespace `shop` with web (10.244.1.10) calling api (ClusterIP 10.96.0.20:80 ->
 /// pod 10.244.2.20:8080).
-fn shop() -> Vec<Event> {
+pub(crate) fn shop() -> Vec<Event> {
     vec![
         pod("shop", "web-1", "10.244.1.10", "web"),
         pod("shop", "api-1", "10.244.2.20", "api"),
@@ -101,7 +101,7 @@ fn shop() -> Vec<Event> {
     ]
 }
 
-fn run(config: Config, events: Vec<Event>) -> Topology {
+pub(crate) fn run(config: Config, events: Vec<Event>) -> Topology {
     let mut engine = Engine::new(config);
     for e in &events {
         engine.apply(e);
@@ -109,7 +109,7 @@ fn run(config: Config, events: Vec<Event>) -> Topology {
     engine.topology()
 }
 
-fn edges(t: &Topology) -> Vec<(String, String, String, u16, u64, u64, u64, u64)> {
+pub(crate) fn edges(t: &Topology) -> Vec<(String, String, String, u16, u64, u64, u64, u64)> {
     t.edges
         .iter()
         .map(|e| {
@@ -127,7 +127,7 @@ fn edges(t: &Topology) -> Vec<(String, String, String, u16, u64, u64, u64, u64)>
         .collect()
 }
 
-fn edge(
+pub(crate) fn edge(
     s: &str,
     d: &str,
     proto: &str,

@@ -69,6 +69,10 @@ pub(crate) struct Converter {
     listening: HashSet<(u32, u16)>,
     /// The same ports, whatever their namespace.
     listening_ports: HashSet<u16>,
+    /// The side guessed for each open socket the kernel did not see opening (by
+    /// cookie): its first report, progress, end and close must agree on one side, or
+    /// the engine would see two connections.
+    guessed: HashMap<u64, Side>,
     comms: HashMap<[u8; 16], Arc<str>>,
     empty: Arc<str>,
 }
@@ -81,6 +85,7 @@ impl Converter {
             ephemeral,
             listening: HashSet::new(),
             listening_ports: HashSet::new(),
+            guessed: HashMap::new(),
             comms: HashMap::new(),
             empty: Arc::from(""),
         }
@@ -95,6 +100,9 @@ impl Converter {
             kind::TCP_CLOSE => ConnKind::TcpClose,
             kind::TCP_CONNECT_FAILED => ConnKind::TcpConnectFailed,
             kind::UDP_FLOW => ConnKind::UdpFlow,
+            kind::TCP_EXISTING => ConnKind::TcpExisting,
+            kind::TCP_PROGRESS => ConnKind::TcpProgress,
+            kind::TCP_OPEN_AT_END => ConnKind::TcpOpenAtEnd,
             kind::TCP_LISTEN => {
                 self.learn_listening(e.netns, e.sport);
                 return None;
@@ -108,7 +116,7 @@ impl Converter {
             side::CLIENT => Side::Client,
             side::SERVER => Side::Server,
             _ => {
-                let guessed = self.guess_side(e.netns, e.sport, e.dport);
+                let guessed = self.side_of_unknown(e, conn_kind);
                 if guessed == Side::Client && e.flags & flag::SYN_UNCERTAIN != 0 {
                     // An active opener's bytes_acked counted its SYN.
                     bytes_sent = bytes_sent.saturating_sub(1);
@@ -116,7 +124,8 @@ impl Converter {
                 guessed
             }
         };
-        if side == Side::Server && conn_kind.protocol() == smap_replay::Protocol::Tcp {
+        // Only the kernel's word: a guess taught back would confirm itself.
+        if e.side == side::SERVER && conn_kind.protocol() == smap_replay::Protocol::Tcp {
             self.learn_listening(e.netns, e.sport);
         }
         let ((src_ip, src_port), (dst_ip, dst_port)) = match side {
@@ -142,6 +151,26 @@ impl Converter {
             retransmits: e.retransmits,
             error: e.error,
         })
+    }
+
+    /// The side of a socket the kernel did not see opening: guessed once per socket
+    /// and kept until it closes.
+    fn side_of_unknown(&mut self, e: &Event, conn_kind: ConnKind) -> Side {
+        let remembered = match conn_kind {
+            ConnKind::TcpClose => self.guessed.remove(&e.cookie),
+            _ => self.guessed.get(&e.cookie).copied(),
+        };
+        if let Some(side) = remembered.filter(|_| e.cookie != 0) {
+            return side;
+        }
+        let side = self.guess_side(e.netns, e.sport, e.dport);
+        if e.cookie != 0 && matches!(conn_kind, ConnKind::TcpExisting | ConnKind::TcpProgress) {
+            if self.guessed.len() >= MEMORY_BOUND {
+                self.guessed.clear();
+            }
+            self.guessed.insert(e.cookie, side);
+        }
+        side
     }
 
     fn learn_listening(&mut self, netns: u32, port: u16) {
@@ -299,6 +328,25 @@ mod tests {
         // Neither port ephemeral nor known: the lower one is the server's.
         let ev = c.convert(&close_event(side::UNKNOWN, 5432, 20000)).unwrap();
         assert_eq!(ev.side, Side::Server);
+    }
+
+    #[test]
+    fn an_open_socket_keeps_its_guessed_side_until_it_closes() {
+        let mut c = conv();
+        // Neither port known nor ephemeral: the lower port is taken as the server's.
+        let mut existing = close_event(side::UNKNOWN, 7000, 9000);
+        existing.kind = kind::TCP_EXISTING;
+        assert_eq!(c.convert(&existing).unwrap().side, Side::Server);
+        // Port 9000 is then seen listening here: a fresh guess would say client.
+        let listen = Event { kind: kind::TCP_LISTEN, netns: 7, sport: 9000, family: AF_INET, ..Event::default() };
+        assert!(c.convert(&listen).is_none());
+        let mut progress = existing;
+        progress.kind = kind::TCP_PROGRESS;
+        assert_eq!(c.convert(&progress).unwrap().side, Side::Server);
+        let close = close_event(side::UNKNOWN, 7000, 9000);
+        assert_eq!(c.convert(&close).unwrap().side, Side::Server);
+        // Closed: forgotten, so the socket's cookie carries no stale side.
+        assert_eq!(c.convert(&close).unwrap().side, Side::Client);
     }
 
     #[test]

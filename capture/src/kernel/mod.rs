@@ -28,9 +28,15 @@
 //! waking); [`KernelCapture::next_batch`] therefore also drains on a timer (50 ms by
 //! default). UDP flows are aggregated in a kernel map and reported every
 //! [`KernelConfig::udp_flush_interval`].
+//!
+//! Connections open before the capture are reported once, on their first bytes or by
+//! the enumeration at start; open connections that move bytes are reported again every
+//! [`KernelConfig::progress_interval`], and [`KernelCapture::finish`] reports those
+//! still open (`open_conns`).
 
 mod convert;
 mod error;
+mod open_conns;
 mod system;
 mod udp;
 
@@ -80,11 +86,18 @@ pub struct KernelConfig {
     /// cgroup v2 directory the socket hooks attach to; `None`: the first cgroup2 mount
     /// in /proc/mounts (its root sees every process).
     pub cgroup_path: Option<PathBuf>,
+    /// An open TCP connection that moved bytes is reported again at most this often.
+    pub progress_interval: Duration,
+    /// Directory of pinned network namespaces (`ip netns`, container runtimes: one per
+    /// pod) whose established connections are enumerated at start, besides the
+    /// capture's own namespace; `None`: only its own. Entering them needs CAP_SYS_ADMIN.
+    pub netns_dir: Option<PathBuf>,
 }
 
 impl KernelConfig {
     /// Defaults: 65 536 connections, 4 MiB ring buffer, 64 KiB wakeup threshold, 50 ms
-    /// drain, UDP flows reported every 5 s and dropped after 60 s idle.
+    /// drain, UDP flows reported every 5 s and dropped after 60 s idle, progress of open
+    /// connections every 10 s, namespaces pinned under /var/run/netns enumerated.
     pub fn new(node: impl Into<Arc<str>>) -> Self {
         Self {
             node: node.into(),
@@ -95,6 +108,8 @@ impl KernelConfig {
             udp_flush_interval: Duration::from_secs(5),
             udp_idle_timeout: Duration::from_secs(60),
             cgroup_path: None,
+            progress_interval: Duration::from_secs(10),
+            netns_dir: Some(PathBuf::from("/var/run/netns")),
         }
     }
 }
@@ -144,6 +159,18 @@ pub struct KernelCounters {
     /// that CPU (a softirq interrupting it): the events they would have made are lost.
     /// Summed over all attached programs.
     pub recursion_misses: u64,
+    /// Open connections found on their first bytes (not seen opening).
+    pub tcp_existing: u64,
+    /// Open connections found by the enumeration at start.
+    pub tcp_enumerated: u64,
+    /// Network namespaces the enumeration at start listed.
+    pub namespaces_enumerated: u64,
+    /// Network namespaces it could not enter or list.
+    pub namespaces_not_enumerated: u64,
+    /// Progress reports of open connections.
+    pub tcp_progress: u64,
+    /// Connections reported still open at the end.
+    pub tcp_open_at_end: u64,
 }
 
 /// How a program attaches.
@@ -167,7 +194,7 @@ struct Hook {
     purpose: &'static str,
 }
 
-const HOOKS: [Hook; 12] = [
+const HOOKS: [Hook; 14] = [
     Hook {
         program: programs::INET_SOCK_SET_STATE,
         section: "tp_btf/inet_sock_set_state",
@@ -253,6 +280,20 @@ const HOOKS: [Hook; 12] = [
         required: false,
         purpose: "UDP bytes received, and datagrams of connected UDP sockets (Linux 6.4+)",
     },
+    Hook {
+        program: programs::TCP_PROBE,
+        section: "tp_btf/tcp_probe",
+        attach: Attach::BtfTracepoint { category: "tcp", name: "tcp_probe" },
+        required: false,
+        purpose: "TCP connections open before capture (on their first bytes) and the bytes of open ones",
+    },
+    Hook {
+        program: programs::TCP_RCV_SPACE_ADJUST,
+        section: "tp_btf/tcp_rcv_space_adjust",
+        attach: Attach::BtfTracepoint { category: "tcp", name: "tcp_rcv_space_adjust" },
+        required: false,
+        purpose: "the reading process of TCP connections open before capture",
+    },
 ];
 
 /// The loaded and attached programs and their event stream.
@@ -270,6 +311,8 @@ pub struct KernelCapture {
     udp_flush_interval: Duration,
     udp_idle_ns: u64,
     stats: Stats,
+    /// Records of the enumeration at start, handed out by the first batch.
+    enumerated: Vec<Event>,
     attached: Vec<&'static str>,
     skipped: Vec<SkippedHook>,
     /// Owns the programs and their links (dropping it detaches them).
@@ -286,6 +329,10 @@ struct Stats {
     /// Evictions from the kernel maps, as of the last UDP flush.
     conn_evictions: u64,
     udp_flow_evictions: u64,
+    tcp_enumerated: u64,
+    namespaces_enumerated: u64,
+    namespaces_not_enumerated: u64,
+    tcp_open_at_end: u64,
 }
 
 impl KernelCapture {
@@ -324,11 +371,16 @@ impl KernelCapture {
             None => system::cgroup2_mount()?,
         };
 
+        let progress_ns = u64::try_from(config.progress_interval.as_nanos()).unwrap_or(u64::MAX);
+        if progress_ns == 0 {
+            return Err(KernelError::Config("progress_interval must be positive".into()));
+        }
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::CONNS, config.max_connections)
             .map_max_entries(maps::UDP_FLOWS, config.max_connections)
             .map_max_entries(maps::EVENTS, config.ring_buffer_bytes)
             .override_global(globals::WAKEUP_BYTES, &config.wakeup_bytes, true)
+            .override_global(globals::PROGRESS_NS, &progress_ns, true)
             .load(smap_ebpf::object())?;
 
         let cgroup_dir = match &cgroup {
@@ -363,6 +415,35 @@ impl KernelCapture {
             cgroup = ?cgroup,
             "kernel capture started"
         );
+        // After the data-path programs are attached, so that a connection is either
+        // known to them already or found here: never neither.
+        let mut stats = Stats::default();
+        let enumerated = match open_conns::enumerate(&mut ebpf, &btf, config.netns_dir.as_deref()) {
+            Ok(found) => {
+                stats.namespaces_enumerated = found.namespaces;
+                stats.namespaces_not_enumerated = found.failed_count;
+                stats.tcp_enumerated = found.records.iter().filter(|r| r.kind == kind::TCP_EXISTING).count() as u64;
+                for (path, reason) in &found.failed {
+                    tracing::warn!(
+                        "network namespace {} not enumerated ({reason}): its idle connections appear on their first bytes",
+                        path.display()
+                    );
+                }
+                tracing::info!(
+                    namespaces = found.namespaces,
+                    not_enumerated = found.failed_count,
+                    connections = stats.tcp_enumerated,
+                    "open connections enumerated"
+                );
+                found.records
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    "open connections not enumerated at start ({reason}): idle ones appear on their first bytes"
+                );
+                Vec::new()
+            }
+        };
 
         let ring = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)
             .map_err(|source| KernelError::Map { map: maps::EVENTS, source })?;
@@ -390,7 +471,8 @@ impl KernelCapture {
             next_udp_flush: Instant::now() + config.udp_flush_interval,
             udp_flush_interval: config.udp_flush_interval,
             udp_idle_ns: u64::try_from(config.udp_idle_timeout.as_nanos()).unwrap_or(u64::MAX),
-            stats: Stats::default(),
+            stats,
+            enumerated,
             attached,
             skipped,
             ebpf,
@@ -413,6 +495,11 @@ impl KernelCapture {
     ///
     /// Cancel-safe: dropping the future before it completes loses no event.
     pub async fn next_batch(&mut self, out: &mut Vec<ConnEvent>) -> Result<(), KernelError> {
+        if !self.enumerated.is_empty() {
+            let records = std::mem::take(&mut self.enumerated);
+            convert_all(&records, &mut self.converter, &mut self.stats, out);
+            return Ok(());
+        }
         let Self { ring, drain_tick, converter, stats, .. } = self;
         tokio::select! {
             ready = ring.readable_mut() => {
@@ -431,10 +518,16 @@ impl KernelCapture {
         Ok(())
     }
 
-    /// Appends every pending event and each UDP flow's unreported traffic to `out`;
-    /// for the end of a capture.
+    /// Appends every pending event, each TCP connection still open and each UDP flow's
+    /// unreported traffic to `out`; for the end of a capture.
     pub fn finish(&mut self, out: &mut Vec<ConnEvent>) -> Result<KernelCounters, KernelError> {
+        let records = std::mem::take(&mut self.enumerated);
+        convert_all(&records, &mut self.converter, &mut self.stats, out);
         drain_ring(self.ring.get_mut(), &mut self.converter, &mut self.stats, out);
+        let still_open = open_conns::open_at_end(&self.conns, Clock::boot_now());
+        let before = out.len();
+        convert_all(&still_open, &mut self.converter, &mut self.stats, out);
+        self.stats.tcp_open_at_end = (out.len() - before) as u64;
         self.flush_udp(out, true)?;
         self.counters()
     }
@@ -464,6 +557,12 @@ impl KernelCapture {
                 .filter_map(|p| p.fd().ok())
                 .map(|fd| recursion_misses(fd.as_fd()))
                 .sum(),
+            tcp_existing: get(counter::TCP_EXISTING),
+            tcp_enumerated: self.stats.tcp_enumerated,
+            namespaces_enumerated: self.stats.namespaces_enumerated,
+            namespaces_not_enumerated: self.stats.namespaces_not_enumerated,
+            tcp_progress: get(counter::TCP_PROGRESS),
+            tcp_open_at_end: self.stats.tcp_open_at_end,
         })
     }
 
@@ -534,13 +633,25 @@ fn drain_ring(ring: &mut RingBuf<MapData>, converter: &mut Converter, stats: &mu
         }
         stats.events_received += 1;
         match Event::from_bytes(&item) {
-            Some(e) => match converter.convert(&e) {
-                Some(ev) => out.push(ev),
-                None if e.kind == kind::TCP_LISTEN => {}
-                None => stats.events_malformed += 1,
-            },
+            Some(e) => convert_one(&e, converter, stats, out),
             None => stats.events_malformed += 1,
         }
+    }
+}
+
+/// Records that did not come through the ring buffer (the enumeration, the end).
+fn convert_all(records: &[Event], converter: &mut Converter, stats: &mut Stats, out: &mut Vec<ConnEvent>) {
+    for e in records {
+        stats.events_received += 1;
+        convert_one(e, converter, stats, out);
+    }
+}
+
+fn convert_one(e: &Event, converter: &mut Converter, stats: &mut Stats, out: &mut Vec<ConnEvent>) {
+    match converter.convert(e) {
+        Some(ev) => out.push(ev),
+        None if e.kind == kind::TCP_LISTEN => {}
+        None => stats.events_malformed += 1,
     }
 }
 

@@ -16,6 +16,8 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     kernel.cgroup_path = args.cgroup_path.clone();
     let max_connections = args.max_connections.unwrap_or(config.max_connections);
     kernel.max_connections = u32::try_from(max_connections).context("--max-connections is too large")?;
+    kernel.progress_interval = config.progress_interval;
+    kernel.netns_dir = Some(args.netns_dir.clone());
     let options = CaptureOptions {
         out: Some(args.out.clone()),
         duration: args.duration.map(Into::into),

@@ -28,6 +28,8 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     kernel.drain_interval = std::time::Duration::from_millis(10);
     kernel.cgroup_path = args.cgroup_path.clone();
     kernel.max_connections = u32::try_from(config.max_connections).context("--max-connections is too large")?;
+    kernel.progress_interval = config.progress_interval;
+    kernel.netns_dir = Some(args.netns_dir.clone());
     let options = CaptureOptions {
         out: args.record.clone(),
         duration: args.duration.map(Into::into),

@@ -135,9 +135,12 @@ fn bad_inputs_fail_with_one_clear_line_and_exit_2() {
 
     let future = copy("future");
     let meta = future.join("recording.json");
-    let text = std::fs::read_to_string(&meta).unwrap().replace("\"schema_version\": 1", "\"schema_version\": 2");
+    let text = std::fs::read_to_string(&meta).unwrap().replace("\"schema_version\": 1", "\"schema_version\": 3");
     std::fs::write(&meta, text).unwrap();
-    assert_input_error(&smap(&["build", future.to_str().unwrap()]), "schema version 2 is not supported");
+    assert_input_error(
+        &smap(&["build", future.to_str().unwrap()]),
+        "schema version 3 is not supported (this smap reads versions 1 to 2)",
+    );
 
     std::fs::write(path("bad.json"), "{\"kind\": \"List\", \"items\": [").unwrap();
     assert_input_error(&smap(&["build", BOOKINFO, "--k8s-from", &path("bad.json")]), "not valid JSON");

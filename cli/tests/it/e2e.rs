@@ -20,16 +20,16 @@ use smap_replay::{ConnKind, Recording, Side};
 
 use crate::{repo, smap, stderr};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub(crate) static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-const NS: &str = "shop";
+pub(crate) const NS: &str = "shop";
 
-fn ip(last: u8) -> Ipv4Addr {
+pub(crate) fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, 1, last)
 }
 
 /// A pod, with a process living in it as Kubernetes' pause container does.
-fn pod(cluster: &mut Cluster, name: &str, last: u8, app: &str, image: &str, ports: &[u16]) -> PodRef {
+pub(crate) fn pod(cluster: &mut Cluster, name: &str, last: u8, app: &str, image: &str, ports: &[u16]) -> PodRef {
     let ports: Vec<ContainerPort> = ports.iter().map(|p| ContainerPort::tcp(*p)).collect();
     let pod = cluster
         .add_pod(
@@ -44,7 +44,7 @@ fn pod(cluster: &mut Cluster, name: &str, last: u8, app: &str, image: &str, port
     pod
 }
 
-struct Capture {
+pub(crate) struct Capture {
     child: Child,
     dir: PathBuf,
 }
@@ -52,10 +52,16 @@ struct Capture {
 impl Capture {
     /// Starts `smap capture` and waits until its programs are attached (the recording
     /// directory appears once they are).
-    fn start(dir: &Path, kubectl: &Path, node: &str) -> Capture {
+    pub(crate) fn start(dir: &Path, kubectl: &Path, node: &str) -> Capture {
+        Self::start_with(dir, kubectl, node, &[])
+    }
+
+    /// Starts it with extra arguments.
+    pub(crate) fn start_with(dir: &Path, kubectl: &Path, node: &str, extra: &[&str]) -> Capture {
         let out = dir.join("rec");
         let child = Command::new(env!("CARGO_BIN_EXE_smap"))
             .args(["capture", "--out", out.to_str().unwrap(), "--k8s-from", kubectl.to_str().unwrap(), "--node", node])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -69,7 +75,7 @@ impl Capture {
     }
 
     /// Stops it as Ctrl-C does and returns its summary line.
-    fn stop(self) -> (PathBuf, String) {
+    pub(crate) fn stop(self) -> (PathBuf, String) {
         let pid = i32::try_from(self.child.id()).unwrap();
         // SAFETY: kill(2) on a child we spawned and have not reaped yet.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
@@ -80,7 +86,7 @@ impl Capture {
     }
 }
 
-fn write_kubectl(cluster: &Cluster, path: &Path) {
+pub(crate) fn write_kubectl(cluster: &Cluster, path: &Path) {
     let text = serde_json::to_string_pretty(&cluster.kubectl_json()).unwrap();
     // Write then rename, so the capture never reads half a file.
     let tmp = path.with_extension("tmp");
@@ -88,13 +94,13 @@ fn write_kubectl(cluster: &Cluster, path: &Path) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn build(recording: &Path) -> Value {
+pub(crate) fn build(recording: &Path) -> Value {
     let out = smap(&["build", recording.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn edges(topology: &Value) -> Vec<String> {
+pub(crate) fn edges(topology: &Value) -> Vec<String> {
     topology["edges"]
         .as_array()
         .unwrap()
@@ -327,7 +333,7 @@ fn copy_fixture(recording: &Path, name: &str, kubectl: &Path) {
 }
 
 /// Waits until `path` holds at least `lines` lines matching `needle`.
-fn wait_for_lines(path: &Path, needle: &str, lines: usize) -> String {
+pub(crate) fn wait_for_lines(path: &Path, needle: &str, lines: usize) -> String {
     let started = Instant::now();
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();

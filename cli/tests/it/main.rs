@@ -5,6 +5,7 @@ mod analyze;
 mod build;
 mod deploy;
 mod e2e;
+mod long_lived;
 mod watch;
 
 use std::path::{Path, PathBuf};

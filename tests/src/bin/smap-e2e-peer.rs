@@ -8,7 +8,12 @@
 //! smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS]
 //! smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS]
 //! smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS]
+//! smap-e2e-peer udp-hold ADDR:PORT [--timeout-ms MS]
 //! ```
+//!
+//! `tcp-hold` keeps its connection open until stdin closes, sending as many bytes as
+//! each line of stdin says; `udp-hold` likewise keeps a connected UDP socket, sending
+//! a datagram of that size per line and reading its echo.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -25,7 +30,8 @@ const USAGE: &str = "usage:
   smap-e2e-peer serve-udp PORT
   smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS]
   smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS]
-  smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS] [--timeout-ms MS]";
+  smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS] [--timeout-ms MS]
+  smap-e2e-peer udp-hold ADDR:PORT [--timeout-ms MS]";
 
 /// Zeros written in chunks of this size.
 const CHUNK: usize = 64 * 1024;
@@ -108,6 +114,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             Ok(finish(udp_call(target, send, recv, args)))
         }
         "tcp-hold" => Ok(finish(tcp_hold(args.arg(0, "ADDR:PORT")?, args))),
+        "udp-hold" => Ok(finish(udp_hold(args.arg(0, "ADDR:PORT")?, args))),
         other => Err(format!("unknown command {other}")),
     }
 }
@@ -346,9 +353,16 @@ fn tcp_hold(target: SocketAddr, args: &Args) -> CallReport {
     };
     report.elapsed_ms = start.elapsed().as_millis() as u64;
     emit(&report);
-    let mut sink = [0u8; 256];
-    let mut stdin = io::stdin();
-    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    // Each line on stdin is a number of bytes to send now; a report follows each send.
+    for line in io::stdin().lines() {
+        let Ok(line) = line else { break };
+        let Ok(n) = line.trim().parse::<u64>() else { continue };
+        if let Err(e) = write_zeros(&mut stream, n, &mut report.sent) {
+            fail(&mut report, CallErrorKind::of(&e), e.to_string());
+        }
+        report.elapsed_ms = start.elapsed().as_millis() as u64;
+        emit(&report);
+    }
     // Held as long as the caller wanted: the server may take its time to answer now.
     let _ = stream.set_read_timeout(None);
     let result = stream.shutdown(Shutdown::Write).and_then(|()| read_to_end(&mut stream, &mut report.received));
@@ -356,5 +370,41 @@ fn tcp_hold(target: SocketAddr, args: &Args) -> CallReport {
         fail(&mut report, CallErrorKind::of(&e), e.to_string());
     }
     report.elapsed_ms = start.elapsed().as_millis() as u64;
+    report
+}
+
+fn udp_hold(target: SocketAddr, args: &Args) -> CallReport {
+    let start = Instant::now();
+    let mut report = new_report(target);
+    let socket = match (|| -> io::Result<UdpSocket> {
+        let socket = UdpSocket::bind(unspecified(target))?;
+        socket.connect(target)?;
+        socket.set_read_timeout(Some(args.timeout))?;
+        Ok(socket)
+    })() {
+        Ok(socket) => socket,
+        Err(e) => {
+            fail(&mut report, CallErrorKind::of(&e), e.to_string());
+            return report;
+        }
+    };
+    report.local = socket.local_addr().ok();
+    emit(&report);
+    let mut buf = vec![0u8; 65_536];
+    for line in io::stdin().lines() {
+        let Ok(line) = line else { break };
+        let Ok(n) = line.trim().parse::<usize>() else { continue };
+        // The request asks for as many bytes back as it carries.
+        let result = socket.send(&request(n, n as u64)).and_then(|sent| {
+            report.sent += sent as u64;
+            socket.recv(&mut buf)
+        });
+        match result {
+            Ok(received) => report.received += received as u64,
+            Err(e) => fail(&mut report, CallErrorKind::of(&e), e.to_string()),
+        }
+        report.elapsed_ms = start.elapsed().as_millis() as u64;
+        emit(&report);
+    }
     report
 }
