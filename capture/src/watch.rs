@@ -163,6 +163,12 @@ fn kernel_json(k: &KernelCounters) -> serde_json::Value {
         "udp_flow_reports": k.udp_flow_reports,
         "close_untracked": k.close_untracked,
         "recursion_misses": k.recursion_misses,
+        "tcp_existing": k.tcp_existing,
+        "tcp_enumerated": k.tcp_enumerated,
+        "namespaces_enumerated": k.namespaces_enumerated,
+        "namespaces_not_enumerated": k.namespaces_not_enumerated,
+        "tcp_progress": k.tcp_progress,
+        "sides_by_port_order": k.sides_by_port_order,
     })
 }
 

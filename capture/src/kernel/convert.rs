@@ -75,6 +75,8 @@ pub(crate) struct Converter {
     guessed: HashMap<u64, Side>,
     comms: HashMap<[u8; 16], Arc<str>>,
     empty: Arc<str>,
+    /// Sides guessed by the last rule alone (the lower port is the server's).
+    pub(crate) sides_by_port_order: u64,
 }
 
 impl Converter {
@@ -88,6 +90,7 @@ impl Converter {
             guessed: HashMap::new(),
             comms: HashMap::new(),
             empty: Arc::from(""),
+            sides_by_port_order: 0,
         }
     }
 
@@ -190,7 +193,7 @@ impl Converter {
     /// 3. exactly one of the two ports is in the ephemeral range: that end is the client;
     /// 4. otherwise the lower port is taken as the server's (services use low, fixed
     ///    ports more often than clients do).
-    fn guess_side(&self, netns: u32, local_port: u16, remote_port: u16) -> Side {
+    fn guess_side(&mut self, netns: u32, local_port: u16, remote_port: u16) -> Side {
         if self.listening.contains(&(netns, local_port)) {
             return Side::Server;
         }
@@ -198,10 +201,15 @@ impl Converter {
             return Side::Client;
         }
         match (self.ephemeral.contains(&local_port), self.ephemeral.contains(&remote_port)) {
-            (true, false) => Side::Client,
-            (false, true) => Side::Server,
-            _ if local_port < remote_port => Side::Server,
-            _ => Side::Client,
+            (true, false) => return Side::Client,
+            (false, true) => return Side::Server,
+            _ => {}
+        }
+        self.sides_by_port_order += 1;
+        if local_port < remote_port {
+            Side::Server
+        } else {
+            Side::Client
         }
     }
 
@@ -325,9 +333,11 @@ mod tests {
         let ev = c.convert(&close_event(side::UNKNOWN, 40000, 5432)).unwrap();
         assert_eq!(ev.side, Side::Client);
 
-        // Neither port ephemeral nor known: the lower one is the server's.
+        // Neither port ephemeral nor known: the lower one is the server's, counted.
+        assert_eq!(c.sides_by_port_order, 0);
         let ev = c.convert(&close_event(side::UNKNOWN, 5432, 20000)).unwrap();
         assert_eq!(ev.side, Side::Server);
+        assert_eq!(c.sides_by_port_order, 1);
     }
 
     #[test]

@@ -171,6 +171,9 @@ pub struct KernelCounters {
     pub tcp_progress: u64,
     /// Connections reported still open at the end.
     pub tcp_open_at_end: u64,
+    /// Sockets not seen opening whose side no listener and no ephemeral port told: the
+    /// lower port was taken as the server's.
+    pub sides_by_port_order: u64,
 }
 
 /// How a program attaches.
@@ -563,6 +566,7 @@ impl KernelCapture {
             namespaces_not_enumerated: self.stats.namespaces_not_enumerated,
             tcp_progress: get(counter::TCP_PROGRESS),
             tcp_open_at_end: self.stats.tcp_open_at_end,
+            sides_by_port_order: self.converter.sides_by_port_order,
         })
     }
 

@@ -270,3 +270,56 @@ fn a_connected_udp_socket_older_than_the_capture_is_a_flow_from_its_first_datagr
         "one flow, from the first datagram the capture saw"
     );
 }
+
+/// How the shop's calls are made.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// A new connection per call, opened while smap runs.
+    Short,
+    /// A connection per call opened before smap starts, carrying the call's bytes
+    /// during the capture, still open when it stops.
+    LongLived,
+}
+
+/// The shop's call plan, made in `mode`; the edges `smap build` finds.
+fn shop_edges(mode: Mode) -> Vec<String> {
+    let shop = shop(if mode == Mode::Short { "modeshort" } else { "modelong" });
+    let plan =
+        [(shop.api.addr(80), 1000), (shop.api.addr(80), 1000), (shop.db.addr(5432), 300), (shop.cache.addr(6379), 50)];
+    let mut held: Vec<HeldConnection> =
+        if mode == Mode::LongLived { plan.iter().map(|(to, _)| hold(&shop, *to)).collect() } else { Vec::new() };
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = dir.path().join("k8s.json");
+    write_kubectl(&shop.cluster, &kubectl);
+    let capture = Capture::start(dir.path(), &kubectl, shop.cluster.node_name());
+    for (i, (to, bytes)) in plan.iter().enumerate() {
+        match mode {
+            Mode::Short => assert!(shop.cluster.tcp_call(&shop.web, *to, *bytes, 0).unwrap().is_ok()),
+            Mode::LongLived => assert!(held[i].send(*bytes).unwrap().is_ok()),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (recording, _) = capture.stop();
+    for connection in held.drain(..) {
+        assert!(connection.release().unwrap().is_ok());
+    }
+    edges(&build(&recording))
+}
+
+#[test]
+fn the_shop_maps_the_same_whether_its_connections_are_short_or_long_lived() {
+    if !require_root("the_shop_maps_the_same_whether_its_connections_are_short_or_long_lived") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let short = shop_edges(Mode::Short);
+    assert_eq!(
+        short,
+        [
+            "shop/web -> shop/api tcp/80 connections=2 failed=0 sent=2000 received=0",
+            "shop/web -> shop/cache tcp/6379 connections=1 failed=0 sent=50 received=0",
+            "shop/web -> shop/orders-db tcp/5432 connections=1 failed=0 sent=300 received=0",
+        ]
+    );
+    assert_eq!(shop_edges(Mode::LongLived), short, "the same edges, connections and bytes in both modes");
+}

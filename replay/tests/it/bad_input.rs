@@ -62,7 +62,8 @@ fn another_schema_version_is_refused() {
     let path = dir.path().join("rec");
     write_recording(&path, 10);
     let meta_path = path.join("recording.json");
-    let text = std::fs::read_to_string(&meta_path).unwrap().replace("\"schema_version\": 1", "\"schema_version\": 99");
+    let current = format!("\"schema_version\": {}", smap_replay::SCHEMA_VERSION);
+    let text = std::fs::read_to_string(&meta_path).unwrap().replace(&current, "\"schema_version\": 99");
     std::fs::write(&meta_path, text).unwrap();
     let err = Recording::open(&path).unwrap_err();
     assert!(matches!(err, ReplayError::SchemaVersion { .. }), "{err:?}");
