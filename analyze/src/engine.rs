@@ -454,8 +454,8 @@ impl Engine {
     /// Forgets connections that can see no more events: closed ones past the dedup
     /// window, UDP flows idle past connection_ttl. An open TCP connection may be silent
     /// until it closes however long it lives (an idle pool connection reports no
-    /// progress), so only the table's capacity evicts it. The table is in recency order, so this stops at the first
-    /// one still live.
+    /// progress), so only the table's capacity evicts it. The table is in recency
+    /// order, so this stops at the first one still live.
     fn expire(&mut self, now: TimeNs) {
         let dedup = duration_ns(self.config.dedup_window);
         let ttl = duration_ns(self.config.connection_ttl);

@@ -39,7 +39,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Logs go to stderr; `-v`/`-vv` raise the level, `RUST_LOG` overrides both.
+/// Logs go to stderr; `-v`/`-vv` raise the level, `RUST_LOG` overrides both. Colour
+/// only on a terminal, and not when `NO_COLOR` is set (no-color.org): log files and
+/// pipes get plain text.
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -49,5 +51,12 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(colour)
+        .init();
 }

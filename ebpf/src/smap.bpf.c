@@ -479,9 +479,12 @@ static __always_inline void tcp_first_seen(struct sock *sk, const struct tcp_soc
 		leader_comm(init.comm);
 	}
 	/* Another CPU may be reporting the same socket: only the one that creates the
-	 * entry reports it. */
-	if (bpf_map_update_elem(&conns, &key, &init, BPF_NOEXIST))
+	 * entry reports it. (Without an entry, every segment would report it again.) */
+	if (bpf_map_update_elem(&conns, &key, &init, BPF_NOEXIST)) {
+		if (!bpf_map_lookup_elem(&conns, &key))
+			count(SMAP_CTR_MAP_FULL);
 		return;
+	}
 	count(SMAP_CTR_CONN_INSERTS);
 	st = bpf_map_lookup_elem(&conns, &key);
 	if (!st)
@@ -626,14 +629,23 @@ int iter_tcp(struct bpf_iter__tcp *ctx)
 	init.bytes_sent = init.reported_sent = e.bytes_sent;
 	init.bytes_received = init.reported_received = e.bytes_received;
 	remember_tuple(&init, &e);
-	/* Known already (seen opening, or its bytes were seen first): reported already. */
-	if (bpf_map_update_elem(&conns, &key, &init, BPF_NOEXIST))
+	/* Known already (seen opening, or its bytes were seen first): reported. */
+	if (bpf_map_lookup_elem(&conns, &key))
 		return 0;
-	count(SMAP_CTR_CONN_INSERTS);
 	e.kind = SMAP_KIND_TCP_EXISTING;
 	e.flags = SMAP_FLAG_SYN_UNCERTAIN;
 	e.retransmits = tp->total_retrans;
-	bpf_seq_write(seq, &e, sizeof(e));
+	/* A record that does not fit the iterator's buffer fails here and the kernel runs
+	 * this program again on the same socket: remember it only once it is written. */
+	if (bpf_seq_write(seq, &e, sizeof(e)))
+		return 0;
+	/* The data path may have reported it meanwhile: user space joins the two. Without
+	 * a free entry (the LRU map cannot always steal one under a burst of inserts) its
+	 * next bytes report it again, joined likewise. */
+	if (bpf_map_update_elem(&conns, &key, &init, BPF_NOEXIST) == 0)
+		count(SMAP_CTR_CONN_INSERTS);
+	else if (!bpf_map_lookup_elem(&conns, &key))
+		count(SMAP_CTR_MAP_FULL);
 	return 0;
 }
 
@@ -683,6 +695,7 @@ static __always_inline int on_accept_exit(struct sys_exit_args *ctx)
 		 * something asked for it already. */
 		struct conn_state init = {
 			.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter),
+			.report_ns = bpf_ktime_get_boot_ns(),
 			.side = SMAP_SIDE_SERVER,
 		};
 
@@ -690,6 +703,14 @@ static __always_inline int on_accept_exit(struct sys_exit_args *ctx)
 		st = conn_get_or_create(key, &init);
 		if (!st)
 			return 0;
+	} else if (st->side == SMAP_SIDE_UNKNOWN) {
+		/* Established before capture and reported already (its first bytes came
+		 * before the accept()): only its owner is news. Its side stays as reported,
+		 * so every report of it names the same connection. */
+		st->pid = bpf_get_current_pid_tgid() >> 32;
+		st->cgroup_id = bpf_get_current_cgroup_id();
+		leader_comm(st->comm);
+		return 0;
 	}
 	st->pid = bpf_get_current_pid_tgid() >> 32;
 	st->cgroup_id = bpf_get_current_cgroup_id();

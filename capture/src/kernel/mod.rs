@@ -421,6 +421,7 @@ impl KernelCapture {
         // After the data-path programs are attached, so that a connection is either
         // known to them already or found here: never neither.
         let mut stats = Stats::default();
+        let enumeration_started = std::time::Instant::now();
         let enumerated = match open_conns::enumerate(&mut ebpf, &btf, config.netns_dir.as_deref()) {
             Ok(found) => {
                 stats.namespaces_enumerated = found.namespaces;
@@ -436,6 +437,7 @@ impl KernelCapture {
                     namespaces = found.namespaces,
                     not_enumerated = found.failed_count,
                     connections = stats.tcp_enumerated,
+                    elapsed_ms = enumeration_started.elapsed().as_millis() as u64,
                     "open connections enumerated"
                 );
                 found.records

@@ -17,7 +17,7 @@ const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const LOCALHOST6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 
 /// Whether this process may load eBPF programs; panics under CI=true if not.
-fn privileged_or_skip() -> bool {
+pub(crate) fn privileged_or_skip() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return true;

@@ -9,3 +9,4 @@
 mod deploy;
 mod k8s_api;
 mod kernel;
+mod open_conns;

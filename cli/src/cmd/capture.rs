@@ -28,8 +28,12 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         config: serde_json::to_value(&config).context("serializing config")?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting runtime")?;
+    let shutdown = {
+        let _inside = runtime.enter();
+        shutdown_signal()
+    };
     let summary = runtime
-        .block_on(capture(options, shutdown_signal(), &mut NoConsumer))
+        .block_on(capture(options, shutdown, &mut NoConsumer))
         .with_context(|| format!("capturing into {}", args.out.display()))?;
     #[expect(clippy::print_stdout, reason = "the command's one-line result")]
     {
@@ -63,16 +67,22 @@ pub fn node_name(flag: Option<&str>) -> anyhow::Result<String> {
 }
 
 /// Resolves on SIGINT or SIGTERM: the capture then flushes and finishes the recording.
-pub async fn shutdown_signal() {
+///
+/// The handlers are installed when this is called, not when the future is first
+/// polled: a signal that arrives while the programs load or the recording is created
+/// must stop the capture cleanly, not kill the process. Call it inside the runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        // Without signal handlers the capture still ends on --duration; a signal then
-        // kills the process, and the checkpointed segments survive.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+    let handlers = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    async move {
+        let (Ok(mut interrupt), Ok(mut terminate)) = handlers else {
+            // Without signal handlers the capture still ends on --duration; a signal then
+            // kills the process, and the checkpointed segments survive.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
     }
 }

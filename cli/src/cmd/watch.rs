@@ -58,6 +58,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting runtime")?;
+    let signal = {
+        let _inside = runtime.enter();
+        shutdown_signal()
+    };
     let summary = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -70,7 +74,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         }));
         let shutdown = async move {
             tokio::select! {
-                () = shutdown_signal() => {}
+                () = signal => {}
                 () = stop.notified() => {}
             }
         };

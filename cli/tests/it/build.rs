@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use crate::{assert_input_error, repo, smap, stdout};
+use crate::{assert_input_error, repo, smap, stderr, stdout};
 
 const BOOKINFO: &str = "fixtures/recordings/bookinfo-simulated";
 const SHOP: &str = "fixtures/recordings/shop-simulated";
@@ -86,6 +86,18 @@ fn k8s_from_supplies_state_a_recording_lacks() {
             "default/reviews -> default/ratings"
         ]
     );
+}
+
+#[test]
+fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    // `simulate -v` logs at info level; stderr is a pipe here, as in a log shipper.
+    let out = smap(&["simulate", "--scenario", "fixtures/scenarios/shop.yaml", "--out", rec.to_str().unwrap(), "-v"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("INFO"), "something was logged: {log}");
+    assert!(!log.contains('\x1b'), "no ANSI escape codes: {log:?}");
 }
 
 #[test]

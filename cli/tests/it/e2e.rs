@@ -442,3 +442,28 @@ fn watch_streams_events_serves_metrics_and_map_and_replays_the_same() {
     let meta = smap_replay::Recording::open(&rec).unwrap().meta().clone();
     assert!(meta.last_tick_ns > meta.start_ns, "the session's clock ticks are recorded: {meta:?}");
 }
+
+#[test]
+fn ctrl_c_while_the_capture_starts_still_finishes_the_recording() {
+    if !require_root("ctrl_c_while_the_capture_starts_still_finishes_the_recording") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rec");
+    let child = Command::new(env!("CARGO_BIN_EXE_smap"))
+        .args(["capture", "--out", out.to_str().unwrap(), "--node", "early"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the programs load (hundreds of milliseconds), well after the process began.
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on a child we spawned and have not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{:?}: {}", output.status, String::from_utf8_lossy(&output.stderr));
+    let recording = Recording::open(&out).unwrap();
+    assert!(recording.meta().complete, "finished cleanly");
+}
