@@ -345,6 +345,56 @@ pub(crate) fn wait_for_lines(path: &Path, needle: &str, lines: usize) -> String 
     }
 }
 
+/// A running `smap watch` recording into `rec`, its change events in `events`.
+pub(crate) struct Watch {
+    child: Child,
+    pub(crate) rec: PathBuf,
+    pub(crate) events: PathBuf,
+    pub(crate) listen: std::net::SocketAddr,
+}
+
+impl Watch {
+    /// Starts it on a free loopback port and waits until `/readyz` answers 200.
+    pub(crate) fn start(dir: &Path, kubectl: &Path, config: &Path, node: &str) -> Watch {
+        use crate::watch::get;
+
+        let (rec, events) = (dir.join("rec"), dir.join("events.ndjson"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_smap"))
+            .args(["watch", "--k8s-from", kubectl.to_str().unwrap(), "--record", rec.to_str().unwrap()])
+            .args(["--events", events.to_str().unwrap(), "--config", config.to_str().unwrap()])
+            .args(["--listen", &listen.to_string(), "--node", node])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(listen).is_err() || get(listen, "/readyz").0 != 200 {
+            assert!(started.elapsed() < Duration::from_secs(30), "watch never became ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Watch { child, rec, events, listen }
+    }
+
+    /// Stops it with SIGTERM, which flushes the recording and the event stream.
+    pub(crate) fn stop(self) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on a child we spawned and have not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let output = self.child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+/// `smap build --events` on the recording gives exactly the live event stream.
+pub(crate) fn assert_replay_is_the_live_stream(rec: &Path, config: &Path, events: &Path) {
+    let replayed = smap(&["build", rec.to_str().unwrap(), "--config", config.to_str().unwrap(), "--events", "-"]);
+    assert!(replayed.status.success(), "{}", stderr(&replayed));
+    let live = std::fs::read_to_string(events).unwrap();
+    assert_eq!(String::from_utf8(replayed.stdout).unwrap(), live, "the replay reproduces the live event stream");
+}
+
 #[test]
 fn watch_streams_events_serves_metrics_and_map_and_replays_the_same() {
     use crate::watch::{get, parse_prometheus, sample};
@@ -379,22 +429,8 @@ fn watch_streams_events_serves_metrics_and_map_and_replays_the_same() {
     write_kubectl(&cluster, &kubectl);
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, "change_debounce: 100ms\nmin_emit_interval: 100ms\n").unwrap();
-    let (rec, events) = (dir.path().join("rec"), dir.path().join("events.ndjson"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let watch = Command::new(env!("CARGO_BIN_EXE_smap"))
-        .args(["watch", "--k8s-from", kubectl.to_str().unwrap(), "--record", rec.to_str().unwrap()])
-        .args(["--events", events.to_str().unwrap(), "--config", config.to_str().unwrap()])
-        .args(["--listen", &listen.to_string(), "--node", cluster.node_name()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(listen).is_err() || get(listen, "/readyz").0 != 200 {
-        assert!(started.elapsed() < Duration::from_secs(30), "watch never became ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let watch = Watch::start(dir.path(), &kubectl, &config, cluster.node_name());
+    let (rec, events, listen) = (watch.rec.clone(), watch.events.clone(), watch.listen);
     // The two Services; web, a workload without one, appears with its first call.
     wait_for_lines(&events, "\"service_discovered\"", 2);
 
@@ -420,11 +456,7 @@ fn watch_streams_events_serves_metrics_and_map_and_replays_the_same() {
     assert_eq!(sample(&samples, "smap_ready"), 1.0);
 
     // SIGTERM stops cleanly and flushes the recording and the event stream.
-    let pid = i32::try_from(watch.id()).unwrap();
-    // SAFETY: kill(2) on a child we spawned and have not reaped yet.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let output = watch.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    watch.stop();
 
     let built = build(&rec);
     assert_eq!(edges(&built), edges(&map), "/map is what smap build makes of the recording");
@@ -435,10 +467,7 @@ fn watch_streams_events_serves_metrics_and_map_and_replays_the_same() {
             "shop/web -> shop/orders-db tcp/5432 connections=2 failed=0 sent=200 received=600",
         ]
     );
-    let replayed = smap(&["build", rec.to_str().unwrap(), "--config", config.to_str().unwrap(), "--events", "-"]);
-    assert!(replayed.status.success(), "{}", stderr(&replayed));
-    let live = std::fs::read_to_string(&events).unwrap();
-    assert_eq!(String::from_utf8(replayed.stdout).unwrap(), live, "the replay reproduces the live event stream");
+    assert_replay_is_the_live_stream(&rec, &config, &events);
     let meta = smap_replay::Recording::open(&rec).unwrap().meta().clone();
     assert!(meta.last_tick_ns > meta.start_ns, "the session's clock ticks are recorded: {meta:?}");
 }
@@ -457,9 +486,21 @@ fn ctrl_c_while_the_capture_starts_still_finishes_the_recording() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // While the programs load (hundreds of milliseconds), well after the process began.
-    std::thread::sleep(Duration::from_millis(100));
+    // SIGINT must be handled from before the programs load until the end: wait until
+    // the handler is installed (SigCgt in /proc), which must come before the recording.
     let pid = i32::try_from(child.id()).unwrap();
+    let status = format!("/proc/{pid}/status");
+    let catches_sigint = || {
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        let mask = text.lines().find_map(|l| l.strip_prefix("SigCgt:")).map(str::trim).unwrap_or("0");
+        u64::from_str_radix(mask, 16).unwrap_or(0) & (1 << (libc::SIGINT - 1)) != 0
+    };
+    let started = Instant::now();
+    while !catches_sigint() {
+        assert!(!out.join("recording.json").exists(), "the recording began before SIGINT was handled");
+        assert!(started.elapsed() < Duration::from_secs(30), "SIGINT never handled");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     // SAFETY: kill(2) on a child we spawned and have not reaped yet.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
     let output = child.wait_with_output().unwrap();

@@ -7,15 +7,16 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use smap_e2e::{require_root, CallReport, Cluster, HeldConnection, ServicePort, ServiceSpec};
 use smap_replay::{ConnKind, Recording};
 
-use crate::e2e::{build, edges, pod, wait_for_lines, write_kubectl, Capture, NS, ONE_AT_A_TIME};
-use crate::{smap, stderr};
+use crate::e2e::{
+    assert_replay_is_the_live_stream, build, edges, pod, wait_for_lines, write_kubectl, Capture, Watch, NS,
+    ONE_AT_A_TIME,
+};
 
 /// web calls api, orders-db and cache through their ClusterIPs.
 struct Shop {
@@ -151,8 +152,6 @@ fn dependency_lines(events: &str) -> Vec<&str> {
 
 #[test]
 fn watch_announces_an_open_connection_keeps_it_while_bytes_flow_and_replays_the_same() {
-    use crate::watch::get;
-
     if !require_root("watch_announces_an_open_connection_keeps_it_while_bytes_flow_and_replays_the_same") {
         return;
     }
@@ -170,22 +169,8 @@ fn watch_announces_an_open_connection_keeps_it_while_bytes_flow_and_replays_the_
         "change_debounce: 100ms\nmin_emit_interval: 100ms\nconnection_ttl: 3s\nprogress_interval: 1s\n",
     )
     .unwrap();
-    let (rec, events) = (dir.path().join("rec"), dir.path().join("events.ndjson"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let watch = Command::new(env!("CARGO_BIN_EXE_smap"))
-        .args(["watch", "--k8s-from", kubectl.to_str().unwrap(), "--record", rec.to_str().unwrap()])
-        .args(["--events", events.to_str().unwrap(), "--config", config.to_str().unwrap()])
-        .args(["--listen", &listen.to_string(), "--node", shop.cluster.node_name()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(listen).is_err() || get(listen, "/readyz").0 != 200 {
-        assert!(started.elapsed() < Duration::from_secs(30), "watch never became ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let watch = Watch::start(dir.path(), &kubectl, &config, shop.cluster.node_name());
+    let (rec, events) = (watch.rec.clone(), watch.events.clone());
     let ready = Instant::now();
     // The idle pool connection was enumerated at start: announced without a byte.
     let text = wait_for_lines(&events, "\"dependency_detected\"", 1);
@@ -210,11 +195,7 @@ fn watch_announces_an_open_connection_keeps_it_while_bytes_flow_and_replays_the_
     assert!(waited > Duration::from_secs(2) && waited < Duration::from_secs(7), "gone after {waited:?}");
     assert!(dependency_lines(&text).iter().any(|l| l.contains("dependency_gone") && l.contains("shop/api")));
 
-    let pid = i32::try_from(watch.id()).unwrap();
-    // SAFETY: kill(2) on a child we spawned and have not reaped yet.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let output = watch.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    watch.stop();
     for held in [api, idle] {
         assert!(held.release().unwrap().is_ok());
     }
@@ -227,10 +208,7 @@ fn watch_announces_an_open_connection_keeps_it_while_bytes_flow_and_replays_the_
             "shop/web -> shop/cache tcp/6379 connections=1 failed=0 sent=0 received=0",
         ]
     );
-    let replayed = smap(&["build", rec.to_str().unwrap(), "--config", config.to_str().unwrap(), "--events", "-"]);
-    assert!(replayed.status.success(), "{}", stderr(&replayed));
-    let live = std::fs::read_to_string(&events).unwrap();
-    assert_eq!(String::from_utf8(replayed.stdout).unwrap(), live, "the replay reproduces the live event stream");
+    assert_replay_is_the_live_stream(&rec, &config, &events);
 }
 
 #[test]
