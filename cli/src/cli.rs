@@ -7,6 +7,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Where container runtimes and `ip netns` pin network namespaces.
 const DEFAULT_NETNS_DIR: &str = "/var/run/netns";
 
+/// The most pods `smap simulate` generates: a cluster far past Kubernetes' tested limit
+/// (150,000 pods) that still fits in memory.
+pub const MAX_SIMULATED_PODS: i64 = 1_000_000;
+
+/// A duration longer than zero (`--checkpoint 0s` would be a timer that never waits).
+fn positive_duration(text: &str) -> Result<humantime::Duration, String> {
+    let d: humantime::Duration = text.parse().map_err(|e| format!("{e}"))?;
+    if d.is_zero() {
+        return Err("must be longer than 0s".to_owned());
+    }
+    Ok(d)
+}
+
 /// A service map of a Kubernetes cluster from kernel connection events.
 #[derive(Debug, Parser)]
 #[command(name = "smap", version, about, propagate_version = true)]
@@ -84,10 +97,10 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "services")]
     pub scenario: Option<PathBuf>,
     /// Generate a cluster of this many services instead of reading a scenario.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_SIMULATED_PODS))]
     pub services: Option<u32>,
     /// Pods per generated service.
-    #[arg(long, default_value_t = 2, value_name = "K")]
+    #[arg(long, default_value_t = 2, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pods_per_service: u32,
     /// Connections to simulate (each gives about four events: both ends' open and close).
     #[arg(long, default_value_t = 10_000, value_name = "M")]
@@ -252,7 +265,7 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Finalize segments this often, bounding what a crash can lose.
-    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration)]
     pub checkpoint: humantime::Duration,
 }
 
@@ -297,6 +310,6 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_NETNS_DIR)]
     pub netns_dir: PathBuf,
     /// With --record: finalize segments this often, bounding what a crash can lose.
-    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration)]
     pub checkpoint: humantime::Duration,
 }

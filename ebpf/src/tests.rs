@@ -209,3 +209,64 @@ fn from_bytes_reads_a_record() {
     assert_eq!(e.comm(), Some("curl"));
     assert_eq!(Event::from_bytes(&raw[..Event::SIZE - 1]), None);
 }
+
+/// `#define NAME VALUE` lines of `smap.h` with NAME starting with `prefix`, as
+/// (NAME without the prefix, lower case; value). `(1 << n)` values are evaluated.
+fn c_constants(prefix: &str) -> Vec<(String, u64)> {
+    include_str!("smap.h")
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("#define ")?.strip_prefix(prefix)?;
+            let (name, value) = rest.split_once(char::is_whitespace)?;
+            let value = value.split("/*").next()?.trim();
+            let value = match value.strip_prefix("(1 << ").and_then(|v| v.strip_suffix(')')) {
+                Some(shift) => 1u64 << shift.parse::<u32>().ok()?,
+                None => value.parse().ok()?,
+            };
+            Some((name.to_ascii_lowercase(), value))
+        })
+        .collect()
+}
+
+#[test]
+fn constants_match_the_c_header() {
+    use super::{counter, flag, kind, side};
+    let rust_kinds = [
+        ("tcp_connect", kind::TCP_CONNECT),
+        ("tcp_accept", kind::TCP_ACCEPT),
+        ("tcp_close", kind::TCP_CLOSE),
+        ("tcp_connect_failed", kind::TCP_CONNECT_FAILED),
+        ("udp_flow", kind::UDP_FLOW),
+        ("tcp_listen", kind::TCP_LISTEN),
+        ("tcp_existing", kind::TCP_EXISTING),
+        ("tcp_progress", kind::TCP_PROGRESS),
+        ("tcp_open_at_end", kind::TCP_OPEN_AT_END),
+    ];
+    let rust_sides = [("unknown", side::UNKNOWN), ("client", side::CLIENT), ("server", side::SERVER)];
+    let rust_flags = [("syn_uncertain", flag::SYN_UNCERTAIN), ("udp_bytes", flag::UDP_BYTES)];
+    let rust_counters = [
+        ("ringbuf_drops", counter::RINGBUF_DROPS),
+        ("conn_inserts", counter::CONN_INSERTS),
+        ("conn_deletes", counter::CONN_DELETES),
+        ("close_untracked", counter::CLOSE_UNTRACKED),
+        ("connect_untracked", counter::CONNECT_UNTRACKED),
+        ("accept_untracked", counter::ACCEPT_UNTRACKED),
+        ("udp_flow_inserts", counter::UDP_FLOW_INSERTS),
+        ("map_full", counter::MAP_FULL),
+        ("tcp_existing", counter::TCP_EXISTING),
+        ("tcp_progress", counter::TCP_PROGRESS),
+        ("len", counter::LEN),
+    ];
+    let owned =
+        |pairs: &[(&str, u64)]| -> Vec<(String, u64)> { pairs.iter().map(|&(n, v)| (String::from(n), v)).collect() };
+    let widen8 = |pairs: &[(&'static str, u8)]| -> Vec<(&'static str, u64)> {
+        pairs.iter().map(|&(n, v)| (n, u64::from(v))).collect()
+    };
+    let widen32 = |pairs: &[(&'static str, u32)]| -> Vec<(&'static str, u64)> {
+        pairs.iter().map(|&(n, v)| (n, u64::from(v))).collect()
+    };
+    assert_eq!(c_constants("SMAP_KIND_"), owned(&widen8(&rust_kinds)));
+    assert_eq!(c_constants("SMAP_SIDE_"), owned(&widen8(&rust_sides)));
+    assert_eq!(c_constants("SMAP_FLAG_"), owned(&widen8(&rust_flags)));
+    assert_eq!(c_constants("SMAP_CTR_"), owned(&widen32(&rust_counters)));
+}

@@ -6,12 +6,20 @@ use anyhow::Context;
 use serde_json::json;
 use smap_replay::simulate::{simulate, Scenario, SimOptions};
 
-use crate::cli::SimulateArgs;
+use crate::cli::{SimulateArgs, MAX_SIMULATED_PODS};
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let scenario = match (&args.scenario, args.services) {
         (Some(path), _) => Scenario::from_file(path).context("reading scenario")?,
-        (None, Some(n)) => Scenario::generated(n, args.pods_per_service, args.externals),
+        (None, Some(n)) => {
+            let pods = i64::from(n) * i64::from(args.pods_per_service);
+            anyhow::ensure!(
+                pods <= MAX_SIMULATED_PODS,
+                "--services {n} x --pods-per-service {} is {pods} pods; smap simulate generates at most {MAX_SIMULATED_PODS}",
+                args.pods_per_service
+            );
+            Scenario::generated(n, args.pods_per_service, args.externals)
+        }
         (None, None) => anyhow::bail!("give a --scenario FILE or --services N to generate a cluster"),
     };
     let options = SimOptions {

@@ -163,3 +163,23 @@ fn bad_inputs_fail_with_one_clear_line_and_exit_2() {
     let usage = smap(&["build"]);
     assert_eq!(usage.status.code(), Some(2), "usage errors exit 2");
 }
+
+#[test]
+fn flags_out_of_range_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rec");
+    let out = out.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["capture", "--out", out, "--checkpoint", "0s"], "'--checkpoint <DURATION>': must be longer than 0s"),
+        (vec!["watch", "--checkpoint", "0s"], "'--checkpoint <DURATION>': must be longer than 0s"),
+        (vec!["simulate", "--services", "4000000000", "--out", out], "4000000000 is not in 1..=1000000"),
+        (vec!["simulate", "--services", "100000", "--pods-per-service", "20", "--out", out], "is 2000000 pods"),
+    ] {
+        let o = smap(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(!dir.path().join("rec").exists(), "nothing was written");
+}
