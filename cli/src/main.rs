@@ -22,11 +22,29 @@ fn main() -> ExitCode {
         Err(error) => {
             #[expect(clippy::print_stderr, reason = "the one place the binary reports a fatal error")]
             {
-                eprintln!("error: {error:#}");
+                eprintln!("error: {}", causes_once(&error));
             }
             ExitCode::from(EXIT_INPUT_ERROR)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the
+/// message already holds: library errors often print their source in their own
+/// message, and a chain that repeats it reads as several failures.
+fn causes_once(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {

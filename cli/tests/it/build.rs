@@ -125,7 +125,14 @@ fn bad_inputs_fail_with_one_clear_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
 
-    assert_input_error(&smap(&["build", &path("missing")]), "opening recording");
+    let missing = smap(&["build", &path("missing")]);
+    assert_input_error(&missing, "opening recording");
+    assert_eq!(
+        stderr(&missing).matches("No such file or directory").count(),
+        1,
+        "each cause once: {}",
+        stderr(&missing)
+    );
 
     std::fs::create_dir(path("empty")).unwrap();
     assert_input_error(&smap(&["build", &path("empty")]), "not an smap recording");
