@@ -15,9 +15,10 @@ use crate::engine::{EdgeId, EntityId};
 /// 16-byte form (IPv4-mapped), held as two words so comparing and hashing keys is a
 /// few register operations.
 ///
-/// An unconnected UDP socket may send to several servers from one port (a resolver
-/// asking every nameserver): its flows past the first also carry the server, as the
-/// client resolved it ([`ConnKey::udp_to`]).
+/// One client port may talk to several servers at once (an unconnected UDP socket
+/// asking every nameserver, a busy TCP client whose ports carry connections to several
+/// destinations): its connections past the first also carry the server, as the client
+/// resolved it ([`ConnKey::to_server`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ConnKey {
     client_ip: [u64; 2],
@@ -40,11 +41,17 @@ impl ConnKey {
         ConnKey { client_ip: [(bits >> 64) as u64, bits as u64], rest: udp | u64::from(client_port) }
     }
 
-    /// A UDP flow from this client port to one server (node and edge port).
-    pub(crate) fn udp_to(client_ip: IpAddr, client_port: u16, server: EntityId, server_port: u16) -> Self {
+    /// A connection from this client port to one server (node and edge port).
+    pub(crate) fn to_server(
+        protocol: Protocol,
+        client_ip: IpAddr,
+        client_port: u16,
+        server: EntityId,
+        server_port: u16,
+    ) -> Self {
         // Node ids past 2^30 cannot be held in memory; masking keeps the flag bits.
         let server = u64::from(server) & 0x3fff_ffff;
-        let base = Self::new(Protocol::Udp, client_ip, client_port);
+        let base = Self::new(protocol, client_ip, client_port);
         ConnKey { rest: base.rest | SERVER_BIT | server << 32 | u64::from(server_port) << 16, ..base }
     }
 
@@ -338,9 +345,12 @@ mod tests {
         table.insert(key(1), state(1));
         let udp = ConnKey::new(Protocol::Udp, "10.244.0.1".parse().unwrap(), 1);
         assert!(table.peek(&udp).is_none());
-        let to_server = ConnKey::udp_to("10.244.0.1".parse().unwrap(), 1, 0, 0);
+        let to_server = ConnKey::to_server(Protocol::Udp, "10.244.0.1".parse().unwrap(), 1, 0, 0);
         assert_ne!(udp, to_server, "a flow naming its server is not the socket's first flow");
-        assert_ne!(to_server, ConnKey::udp_to("10.244.0.1".parse().unwrap(), 1, 7, 53));
+        assert_ne!(to_server, ConnKey::to_server(Protocol::Udp, "10.244.0.1".parse().unwrap(), 1, 7, 53));
+        let tcp_to = ConnKey::to_server(Protocol::Tcp, "10.244.0.1".parse().unwrap(), 1, 0, 0);
+        assert_ne!(tcp_to, to_server);
+        assert_eq!(tcp_to.protocol(), Protocol::Tcp);
         assert_eq!((to_server.client_port(), to_server.protocol()), (1, Protocol::Udp));
         let mapped = ConnKey::new(Protocol::Tcp, "::ffff:10.244.0.1".parse().unwrap(), 1);
         assert_eq!(table.peek(&mapped), Some(&state(1)), "an IPv4-mapped address is the IPv4 address");

@@ -85,6 +85,9 @@ pub struct Engine {
     stats: BuildStats,
     /// Newest resourceVersion applied per object uid, and whether it was deleted.
     object_versions: HashMap<String, (u64, bool)>,
+    /// Some connection was keyed by its server (a client port talking to several at
+    /// once): from then on every TCP event looks for one.
+    server_keyed: bool,
 }
 
 /// Resolution caches are dropped past this size so odd traffic cannot grow them.
@@ -108,6 +111,7 @@ impl Engine {
             window: None,
             stats: BuildStats::default(),
             object_versions: HashMap::new(),
+            server_keyed: false,
         }
     }
 
@@ -256,7 +260,7 @@ impl Engine {
     }
 
     fn on_open(&mut self, e: &ConnFacts) -> Applied {
-        let key = Self::key(e);
+        let key = self.conn_key(e);
         let side = bit(e.side);
         let dedup = duration_ns(self.config.dedup_window);
         if let Some(state) = self.conns.get_mut(&key) {
@@ -285,7 +289,7 @@ impl Engine {
     /// the connection counts once, and only the bytes moved after its first report
     /// count: the counters it carries then predate the window.
     fn on_report(&mut self, e: &ConnFacts) -> Applied {
-        let key = Self::key(e);
+        let key = self.conn_key(e);
         let side = bit(e.side);
         let dedup = duration_ns(self.config.dedup_window);
         if let Some(state) = self.conns.get_mut(&key) {
@@ -322,7 +326,7 @@ impl Engine {
     }
 
     fn on_close(&mut self, e: &ConnFacts) -> Applied {
-        let key = Self::key(e);
+        let key = self.conn_key(e);
         let side = bit(e.side);
         let existing = self.conns.peek(&key).copied();
         let joinable = existing.filter(|s| {
@@ -373,7 +377,7 @@ impl Engine {
         }
         let side = bit(e.side);
         let ttl = duration_ns(self.config.connection_ttl);
-        let key = self.flow_key(e, ttl);
+        let key = self.conn_key(e);
         if let Some(state) = self.conns.get_mut(&key) {
             if e.time_ns.saturating_sub(state.last) <= ttl {
                 if state.opened & side == 0 {
@@ -399,26 +403,45 @@ impl Engine {
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
 
-    /// A UDP flow's key. A socket's first live flow is keyed by the client alone, so
-    /// both ends join whatever server each resolves (a pod behind several Services).
-    /// When the end that opened it reports again with another server, as an unconnected
-    /// socket asking several nameservers does, that is another flow, keyed by the
-    /// server too; the other end finds it by resolving the same server. (Only the
-    /// opening end's server is known, so only its reports can tell.)
-    fn flow_key(&mut self, e: &ConnFacts, ttl: TimeNs) -> ConnKey {
+    /// Which connection an event belongs to. A client port's first live connection is
+    /// keyed by the client alone, so both ends join whatever server each resolves (a
+    /// pod behind several Services). When an end that opened it reports another server
+    /// while it lives (an unconnected UDP socket asking several nameservers, a busy
+    /// client whose one port carries TCP connections to several servers at once), that
+    /// is another connection, keyed by the server too; the other end finds it by
+    /// resolving the same server. (Only an end's own reports can tell it opened
+    /// another.)
+    fn conn_key(&mut self, e: &ConnFacts) -> ConnKey {
         let base = Self::key(e);
+        let side = bit(e.side);
+        // Only an open starts a TCP connection: a later report from an end whose server
+        // resolves otherwise (a pod behind two Services) is still the connection it had.
+        let opens = matches!(e.kind, ConnKind::TcpConnect | ConnKind::TcpAccept | ConnKind::TcpExisting);
+        if e.kind.protocol() == Protocol::Tcp && !self.server_keyed {
+            // No connection was ever keyed by its server, and this is no second open
+            // from a live end: the client alone decides, without resolving anything.
+            let reopens = opens
+                && self.conns.peek(&base).is_some_and(|state| state.opened & side != 0 && state.closed & side == 0);
+            if !reopens {
+                return base;
+            }
+        }
         let (server, server_port) = self.destination_entity(&e.dst_ip, e.dst_port);
-        let to_server = ConnKey::udp_to(e.src_ip, e.src_port, server, server_port);
+        let to_server = ConnKey::to_server(e.kind.protocol(), e.src_ip, e.src_port, server, server_port);
         if self.conns.peek(&to_server).is_some() {
             return to_server;
         }
-        let other_server = self.conns.peek(&base).is_some_and(|state| {
+        let ttl = duration_ns(self.config.connection_ttl);
+        let another_server = self.conns.peek(&base).is_some_and(|state| {
             let first = self.edges[state.edge as usize].key;
-            e.side == state.owner
-                && e.time_ns.saturating_sub(state.last) <= ttl
-                && (first.destination, first.port) != (server, server_port)
+            let open_here = match e.kind.protocol() {
+                Protocol::Udp => e.side == state.owner && e.time_ns.saturating_sub(state.last) <= ttl,
+                Protocol::Tcp => opens && state.opened & side != 0 && state.closed & side == 0,
+            };
+            open_here && (first.destination, first.port) != (server, server_port)
         });
-        if other_server {
+        if another_server {
+            self.server_keyed = true;
             to_server
         } else {
             base

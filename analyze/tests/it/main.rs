@@ -9,6 +9,7 @@ use smap_replay::{Event, ObjectAction, ObjectEvent, ObjectKind};
 mod analysis;
 mod events;
 mod open_connections;
+mod port_reuse;
 mod resolution;
 mod truth;
 

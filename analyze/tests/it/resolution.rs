@@ -27,11 +27,11 @@ fn pod_json(ns: &str, name: &str, ip: &str, labels: Value, owner: Option<(&str, 
     v
 }
 
-fn pod(ns: &str, name: &str, ip: &str, app: &str) -> Event {
+pub(crate) fn pod(ns: &str, name: &str, ip: &str, app: &str) -> Event {
     object(ObjectKind::Pod, ObjectAction::Snapshot, pod_json(ns, name, ip, json!({"app": app}), None, true), T0)
 }
 
-fn service(ns: &str, name: &str, cluster_ip: &str, port: u16, target: u16) -> Event {
+pub(crate) fn service(ns: &str, name: &str, cluster_ip: &str, port: u16, target: u16) -> Event {
     object(
         ObjectKind::Service,
         ObjectAction::Snapshot,
@@ -44,7 +44,7 @@ fn service(ns: &str, name: &str, cluster_ip: &str, port: u16, target: u16) -> Ev
     )
 }
 
-fn slice(ns: &str, service: &str, endpoints: &[(&str, &str, bool)], t: i64, action: ObjectAction) -> Event {
+pub(crate) fn slice(ns: &str, service: &str, endpoints: &[(&str, &str, bool)], t: i64, action: ObjectAction) -> Event {
     object(
         ObjectKind::EndpointSlice,
         action,
