@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
-use smap_replay::{Protocol, Side, TimeNs};
+use smap_replay::{ConnFacts, Protocol, Side, TimeNs};
 
 use crate::engine::{EdgeId, EntityId};
 
@@ -94,6 +94,24 @@ impl ConnState {
     pub(crate) fn finished(&self) -> bool {
         self.closed != 0 && self.closed & self.opened == self.opened
     }
+}
+
+/// A report's byte counters as (client to server, server to client).
+pub(crate) fn directed_bytes(e: &ConnFacts) -> [u64; 2] {
+    match e.side {
+        Side::Client => [e.bytes_sent, e.bytes_received],
+        Side::Server => [e.bytes_received, e.bytes_sent],
+    }
+}
+
+/// What a TCP socket's counters show beyond those already counted, which they
+/// become. Counters only grow, and both ends count the same streams (one end's sent
+/// bytes, once acked, are the other's received), so the larger view wins.
+pub(crate) fn count_new_bytes(counted: &mut [u64; 2], e: &ConnFacts) -> [u64; 2] {
+    let now = directed_bytes(e);
+    let added = [now[0].saturating_sub(counted[0]), now[1].saturating_sub(counted[1])];
+    *counted = [counted[0].max(now[0]), counted[1].max(now[1])];
+    added
 }
 
 const NONE: u32 = u32::MAX;

@@ -10,7 +10,7 @@ use smap_replay::{ConnFacts, ConnKind, ConnRecord, Event, ObjectAction, ObjectEv
 
 use crate::cluster::{Changed, ClusterState};
 use crate::config::Config;
-use crate::conn_table::{ConnKey, ConnState, ConnTable};
+use crate::conn_table::{count_new_bytes, directed_bytes, ConnKey, ConnState, ConnTable};
 use crate::resolve::{is_local, resolve_destination, resolve_source, EntityRef};
 use crate::topology::BuildStats;
 
@@ -570,24 +570,6 @@ impl Engine {
         self.entity_ids.insert(entity, id);
         id
     }
-}
-
-/// A report's byte counters as (client to server, server to client).
-fn directed_bytes(e: &ConnFacts) -> [u64; 2] {
-    match e.side {
-        Side::Client => [e.bytes_sent, e.bytes_received],
-        Side::Server => [e.bytes_received, e.bytes_sent],
-    }
-}
-
-/// What a TCP socket's counters show beyond those already counted, which they
-/// become. Counters only grow, and both ends count the same streams (one end's sent
-/// bytes, once acked, are the other's received), so the larger view wins.
-fn count_new_bytes(counted: &mut [u64; 2], e: &ConnFacts) -> [u64; 2] {
-    let now = directed_bytes(e);
-    let added = [now[0].saturating_sub(counted[0]), now[1].saturating_sub(counted[1])];
-    *counted = [counted[0].max(now[0]), counted[1].max(now[1])];
-    added
 }
 
 /// The other spelling of an IPv4 address (IPv4-mapped IPv6 and back).
