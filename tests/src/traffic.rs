@@ -54,29 +54,37 @@ pub fn peer_binary() -> Result<PathBuf> {
     Err(HarnessError::PeerNotFound { searched: searched.join(", "), env: PEER_ENV })
 }
 
-/// Timeouts of a client call.
+/// Timeouts and source port of a client call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CallOptions {
     /// How long a TCP connect may take (a blackholed address fails after this).
     pub connect_timeout: Duration,
     /// How long each read or write may block.
     pub timeout: Duration,
+    /// Bind this TCP source port (with SO_REUSEADDR, so several clients of a pod may
+    /// share it towards different servers, as a busy client's ports do); `None`: the
+    /// kernel picks one.
+    pub source_port: Option<u16>,
 }
 
 impl Default for CallOptions {
     fn default() -> Self {
-        CallOptions { connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(10) }
+        CallOptions { connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(10), source_port: None }
     }
 }
 
 impl CallOptions {
-    fn args(&self) -> [String; 4] {
-        [
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
             "--connect-timeout-ms".to_owned(),
             self.connect_timeout.as_millis().to_string(),
             "--timeout-ms".to_owned(),
             self.timeout.as_millis().to_string(),
-        ]
+        ];
+        if let Some(port) = self.source_port {
+            args.extend(["--source-port".to_owned(), port.to_string()]);
+        }
+        args
     }
 }
 
@@ -193,8 +201,13 @@ impl Cluster {
     /// From a pod, opens a TCP connection to `target` and holds it until
     /// [`HeldConnection::release`] (or drop). Returns once connected (or failed).
     pub fn tcp_hold(&self, pod: &PodRef, target: SocketAddrV4) -> Result<HeldConnection> {
+        self.tcp_hold_with(pod, target, CallOptions::default())
+    }
+
+    /// [`Cluster::tcp_hold`] with options (a fixed source port, say).
+    pub fn tcp_hold_with(&self, pod: &PodRef, target: SocketAddrV4, options: CallOptions) -> Result<HeldConnection> {
         let mut cmd = self.peer_command(pod)?;
-        cmd.args(["tcp-hold", &target.to_string()]).args(CallOptions::default().args());
+        cmd.args(["tcp-hold", &target.to_string()]).args(options.args());
         HeldConnection::start(cmd)
     }
 }

@@ -301,3 +301,37 @@ fn the_shop_maps_the_same_whether_its_connections_are_short_or_long_lived() {
     );
     assert_eq!(shop_edges(Mode::LongLived), short, "the same edges, connections and bytes in both modes");
 }
+
+#[test]
+fn one_client_port_carrying_two_connections_at_once_maps_each_with_its_bytes() {
+    if !require_root("one_client_port_carrying_two_connections_at_once_maps_each_with_its_bytes") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let shop = shop("portreuse");
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = dir.path().join("k8s.json");
+    write_kubectl(&shop.cluster, &kubectl);
+    let capture = Capture::start(dir.path(), &kubectl, shop.cluster.node_name());
+    // Both from web's port 45000, to two servers, open at the same time.
+    let options = smap_e2e::CallOptions { source_port: Some(45000), ..smap_e2e::CallOptions::default() };
+    let mut api = shop.cluster.tcp_hold_with(&shop.web, shop.api.addr(80), options).unwrap();
+    let mut db = shop.cluster.tcp_hold_with(&shop.web, shop.db.addr(5432), options).unwrap();
+    for held in [&api, &db] {
+        let report = held.report().unwrap();
+        assert!(report.is_ok() && report.local_port() == Some(45000), "{report:?}");
+    }
+    api.send(100).unwrap();
+    db.send(5000).unwrap();
+    assert!(db.release().unwrap().is_ok());
+    assert!(api.release().unwrap().is_ok());
+    std::thread::sleep(Duration::from_millis(300));
+    let (recording, _) = capture.stop();
+    assert_eq!(
+        edges(&build(&recording)),
+        [
+            "shop/web -> shop/api tcp/80 connections=1 failed=0 sent=100 received=0",
+            "shop/web -> shop/orders-db tcp/5432 connections=1 failed=0 sent=5000 received=0",
+        ]
+    );
+}

@@ -5,7 +5,7 @@
 //! ```text
 //! smap-e2e-peer serve-tcp PORT [--reply N]
 //! smap-e2e-peer serve-udp PORT
-//! smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS]
+//! smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
 //! smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS]
 //! smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS]
 //! smap-e2e-peer udp-hold ADDR:PORT [--timeout-ms MS]
@@ -28,9 +28,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 const USAGE: &str = "usage:
   smap-e2e-peer serve-tcp PORT [--reply N]
   smap-e2e-peer serve-udp PORT
-  smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS]
+  smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
   smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS]
-  smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS] [--timeout-ms MS]
+  smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
   smap-e2e-peer udp-hold ADDR:PORT [--timeout-ms MS]";
 
 /// Zeros written in chunks of this size.
@@ -57,6 +57,7 @@ struct Args {
     reply: u64,
     connect_timeout: Duration,
     timeout: Duration,
+    source_port: Option<u16>,
 }
 
 impl Args {
@@ -69,6 +70,7 @@ impl Args {
             reply: 0,
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
+            source_port: None,
         };
         while let Some(arg) = iter.next() {
             let mut value = |name: &str| -> Result<u64, String> {
@@ -79,6 +81,10 @@ impl Args {
                 "--reply" => parsed.reply = value(arg)?,
                 "--connect-timeout-ms" => parsed.connect_timeout = Duration::from_millis(value(arg)?.max(1)),
                 "--timeout-ms" => parsed.timeout = Duration::from_millis(value(arg)?.max(1)),
+                "--source-port" => {
+                    let port = value(arg)?;
+                    parsed.source_port = Some(u16::try_from(port).map_err(|_| format!("--source-port {port}"))?);
+                }
                 flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
                 _ => parsed.positional.push(arg.clone()),
             }
@@ -279,7 +285,13 @@ fn route_source(target: SocketAddr) -> SocketAddr {
 /// connect fails.
 fn connect(target: SocketAddr, args: &Args, report: &mut CallReport) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
-    socket.bind(&route_source(target).into())?;
+    let mut source = route_source(target);
+    if let Some(port) = args.source_port {
+        // Several clients may share it towards different servers, as Linux allows.
+        socket.set_reuse_address(true)?;
+        source.set_port(port);
+    }
+    socket.bind(&source.into())?;
     report.local = socket.local_addr()?.as_socket();
     socket.connect_timeout(&target.into(), args.connect_timeout)?;
     let stream: TcpStream = socket.into();
