@@ -1,0 +1,21 @@
+#!/bin/sh
+# inside.sh: runs inside a virtme-ng VM (see run.sh). Mounts what smap and `ip netns`
+# need on a fresh kernel, then runs each "BINARY:FILTER" line of $SMAP_VM_TESTS,
+# appending the output to $SMAP_VM_OUT.
+mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+mount -t tmpfs tmpfs /run
+mkdir -p /run/netns
+mount -t tmpfs tmpfs /etc/netns 2>/dev/null
+grep -q cgroup2 /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup
+echo "kernel $(uname -r)" > "$SMAP_VM_OUT"
+cd "$SMAP_VM_REPO" || exit 1
+export CI=true RUST_BACKTRACE=0
+while read -r t; do
+	[ -n "$t" ] || continue
+	bin=${t%%:*}
+	filter=${t#*:}
+	echo "== $bin $filter" >> "$SMAP_VM_OUT"
+	timeout 600 "$bin" "$filter" --test-threads 1 >> "$SMAP_VM_OUT" 2>&1
+	echo "exit $?" >> "$SMAP_VM_OUT"
+done < "$SMAP_VM_TESTS"
