@@ -86,6 +86,13 @@ impl Capture {
     }
 }
 
+/// `k8s.json` in `dir`, holding the cluster's objects as `kubectl get -o json` gives them.
+pub(crate) fn kubectl_file(dir: &Path, cluster: &Cluster) -> PathBuf {
+    let path = dir.join("k8s.json");
+    write_kubectl(cluster, &path);
+    path
+}
+
 pub(crate) fn write_kubectl(cluster: &Cluster, path: &Path) {
     let text = serde_json::to_string_pretty(&cluster.kubectl_json()).unwrap();
     // Write then rename, so the capture never reads half a file.
@@ -182,8 +189,7 @@ fn capture_records_clusterip_pod_ip_failed_and_udp_traffic_exactly() {
     let _dns_server = cluster.serve_udp(&dns, 5353).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let kubectl = dir.path().join("k8s.json");
-    write_kubectl(&cluster, &kubectl);
+    let kubectl = kubectl_file(dir.path(), &cluster);
     let capture = Capture::start(dir.path(), &kubectl, cluster.node_name());
 
     let mut calls: Vec<CallReport> = Vec::new();
@@ -286,8 +292,7 @@ fn a_connection_older_than_the_capture_and_an_ip_reused_mid_capture() {
     assert!(held.report().is_some_and(CallReport::is_ok));
 
     let dir = tempfile::tempdir().unwrap();
-    let kubectl = dir.path().join("k8s.json");
-    write_kubectl(&cluster, &kubectl);
+    let kubectl = kubectl_file(dir.path(), &cluster);
     let capture = Capture::start(dir.path(), &kubectl, cluster.node_name());
     let before = cluster.tcp_call(&web, api.addr(8080), 100, 200).unwrap();
     assert!(before.is_ok(), "{before:?}");
@@ -425,8 +430,7 @@ fn watch_streams_events_serves_metrics_and_map_and_replays_the_same() {
     let _db_server = cluster.serve_tcp(&db, 5432).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let kubectl = dir.path().join("k8s.json");
-    write_kubectl(&cluster, &kubectl);
+    let kubectl = kubectl_file(dir.path(), &cluster);
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, "change_debounce: 100ms\nmin_emit_interval: 100ms\n").unwrap();
     let watch = Watch::start(dir.path(), &kubectl, &config, cluster.node_name());

@@ -14,7 +14,7 @@ use smap_e2e::{require_root, CallReport, Cluster, HeldConnection, ServicePort, S
 use smap_replay::{ConnKind, Recording};
 
 use crate::e2e::{
-    assert_replay_is_the_live_stream, build, edges, pod, wait_for_lines, write_kubectl, Capture, Watch, NS,
+    assert_replay_is_the_live_stream, build, edges, kubectl_file, pod, wait_for_lines, Capture, Watch, NS,
     ONE_AT_A_TIME,
 };
 
@@ -77,8 +77,7 @@ fn connections_open_before_the_capture_and_at_its_end_are_each_counted_once() {
     let mut closing = hold(&shop, shop.api.addr(80));
 
     let dir = tempfile::tempdir().unwrap();
-    let kubectl = dir.path().join("k8s.json");
-    write_kubectl(&shop.cluster, &kubectl);
+    let kubectl = kubectl_file(dir.path(), &shop.cluster);
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, "progress_interval: 1s\n").unwrap();
     let capture =
@@ -124,8 +123,7 @@ fn without_the_enumeration_an_open_connection_appears_on_its_first_bytes() {
     let idle = hold(&shop, shop.cache.addr(6379));
 
     let dir = tempfile::tempdir().unwrap();
-    let kubectl = dir.path().join("k8s.json");
-    write_kubectl(&shop.cluster, &kubectl);
+    let kubectl = kubectl_file(dir.path(), &shop.cluster);
     // As in the DaemonSet without CAP_SYS_ADMIN: no pod namespace can be entered.
     let empty = dir.path().join("no-netns");
     std::fs::create_dir(&empty).unwrap();
@@ -161,8 +159,7 @@ fn watch_announces_an_open_connection_keeps_it_while_bytes_flow_and_replays_the_
     let idle = hold(&shop, shop.cache.addr(6379));
 
     let dir = tempfile::tempdir().unwrap();
-    let kubectl = dir.path().join("k8s.json");
-    write_kubectl(&shop.cluster, &kubectl);
+    let kubectl = kubectl_file(dir.path(), &shop.cluster);
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
@@ -233,8 +230,7 @@ fn a_connected_udp_socket_older_than_the_capture_is_a_flow_from_its_first_datagr
     assert!(socket.report().is_some_and(CallReport::is_ok), "{:?}", socket.report());
 
     let dir = tempfile::tempdir().unwrap();
-    let kubectl = dir.path().join("k8s.json");
-    write_kubectl(&cluster, &kubectl);
+    let kubectl = kubectl_file(dir.path(), &cluster);
     let capture = Capture::start(dir.path(), &kubectl, cluster.node_name());
     for _ in 0..3 {
         socket.send(40).unwrap();
@@ -267,8 +263,7 @@ fn shop_edges(mode: Mode) -> Vec<String> {
     let mut held: Vec<HeldConnection> =
         if mode == Mode::LongLived { plan.iter().map(|(to, _)| hold(&shop, *to)).collect() } else { Vec::new() };
     let dir = tempfile::tempdir().unwrap();
-    let kubectl = dir.path().join("k8s.json");
-    write_kubectl(&shop.cluster, &kubectl);
+    let kubectl = kubectl_file(dir.path(), &shop.cluster);
     let capture = Capture::start(dir.path(), &kubectl, shop.cluster.node_name());
     for (i, (to, bytes)) in plan.iter().enumerate() {
         match mode {
@@ -310,8 +305,7 @@ fn one_client_port_carrying_two_connections_at_once_maps_each_with_its_bytes() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let shop = shop("portreuse");
     let dir = tempfile::tempdir().unwrap();
-    let kubectl = dir.path().join("k8s.json");
-    write_kubectl(&shop.cluster, &kubectl);
+    let kubectl = kubectl_file(dir.path(), &shop.cluster);
     let capture = Capture::start(dir.path(), &kubectl, shop.cluster.node_name());
     // Both from web's port 45000, to two servers, open at the same time.
     let options = smap_e2e::CallOptions { source_port: Some(45000), ..smap_e2e::CallOptions::default() };
