@@ -97,7 +97,16 @@ struct tcp_sock {
 } __core;
 
 struct seq_file;
-struct sk_buff;
+struct sockaddr;
+
+struct sk_buff {
+	struct sock *sk;
+	unsigned int len;
+	__be16 protocol;
+	__u16 transport_header;
+	__u16 network_header;
+	unsigned char *head;
+} __core;
 
 /* The context of iter/tcp programs (kernel/bpf/bpf_iter.c, net/ipv4/tcp_ipv4.c). */
 struct bpf_iter_meta {

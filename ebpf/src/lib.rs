@@ -56,6 +56,13 @@ pub mod programs {
     pub const SOCK_SEND_LENGTH: &str = "on_sock_send_length";
     /// `tp_btf/sock_recv_length` (Linux 6.4+): UDP bytes received.
     pub const SOCK_RECV_LENGTH: &str = "on_sock_recv_length";
+    /// `fentry/ip_send_skb`: UDP datagrams sent over IPv4, with their addresses.
+    pub const IP_SEND_SKB: &str = "on_ip_send_skb";
+    /// `fentry/ip6_send_skb`: UDP datagrams sent over IPv6, with their addresses.
+    pub const IP6_SEND_SKB: &str = "on_ip6_send_skb";
+    /// `fentry/skb_consume_udp`: UDP datagrams handed to the application, with their
+    /// addresses.
+    pub const SKB_CONSUME_UDP: &str = "on_skb_consume_udp";
     /// `tp_btf/tcp_probe`: every segment an established TCP socket receives; finds
     /// connections open before capture and reports progress.
     pub const TCP_PROBE: &str = "on_tcp_probe";

@@ -17,10 +17,9 @@
  * The same data-path runs keep each entry's byte counters current and report a
  * connection that moved bytes at most once per progress_ns (TCP_PROGRESS).
  *
- * UDP: the cgroup sock_addr hooks see each unconnected datagram's peer (and connect()),
- * and the optional sock:sock_{send,recv}_length tracepoints add byte counts. Flows
- * are aggregated in `udp_flows`, which user space reads and ages; no per-datagram event
- * leaves the kernel.
+ * UDP (udp.bpf.h): each datagram sent or received, and each connect(), counts on its
+ * flow in `udp_flows`, which user space reads and ages; no per-datagram event leaves
+ * the kernel.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -45,16 +44,6 @@ volatile const __u64 progress_ns = 10ULL * 1000000000;
  * costs one wakeup too many or too few, and the timer drains anyway). */
 __u64 last_wake_pos = 0;
 
-/* Which hook saw the last datagram of a task, so the length tracepoint that follows in
- * the same syscall can add its bytes to the right flow. */
-#define UDP_DIR_SEND 1
-#define UDP_DIR_RECV 2
-struct udp_pending {
-	struct smap_udp_key key;
-	__u32 dir;
-	__u32 _pad;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 * 1024 * 1024); /* bytes; user space may override */
@@ -73,13 +62,6 @@ struct {
 	__type(key, struct smap_udp_key);
 	__type(value, struct smap_event);
 } udp_flows SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192); /* tasks inside a send/recv syscall at once */
-	__type(key, __u64);        /* pid_tgid */
-	__type(value, struct udp_pending);
-} udp_pending SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -336,10 +318,17 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 		};
 
 		init.report_ns = init.start_ns;
-		if (newstate == TCP_SYN_RECV)
+		if (newstate == TCP_SYN_RECV) {
 			conn_start(key, &init);
-		else
-			conn_get_or_create(key, &init);
+		} else {
+			struct conn_state *st = conn_get_or_create(key, &init);
+
+			/* Up to 6.1 the child gets its cookie from the request socket after
+			 * it entered SYN_RECV (inet_csk_clone_lock), replacing the one made
+			 * there; by ESTABLISHED it is final. */
+			if (st)
+				st->cookie = init.cookie;
+		}
 		return 0;
 	}
 
@@ -744,226 +733,6 @@ int on_sys_exit_accept(struct sys_exit_args *ctx)
 	return on_accept_exit(ctx);
 }
 
-/* --- UDP --------------------------------------------------------------------------- */
+/* --- UDP ---------------------------------------------------------------------------- */
 
-/* The calling task's network namespace: the cgroup hooks get a struct bpf_sock, from
- * which the socket's own namespace cannot be read. A socket lives in the namespace its
- * creator was in, so the two differ only for a task that changed namespace since. */
-static __always_inline __u32 task_netns(void)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-
-	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
-}
-
-/* Returns the flow of key, creating it with the calling task as owner. */
-static __always_inline struct smap_event *flow_get_or_create(struct smap_udp_key *key, __u8 side,
-							     __u32 netns)
-{
-	struct smap_event *f = bpf_map_lookup_elem(&udp_flows, key);
-	struct smap_event init = {};
-
-	if (f)
-		return f;
-	init.kind = SMAP_KIND_UDP_FLOW;
-	init.side = side;
-	init.start_ns = bpf_ktime_get_boot_ns();
-	init.ts_ns = init.start_ns;
-	init.cookie = key->cookie;
-	init.cgroup_id = bpf_get_current_cgroup_id();
-	init.pid = bpf_get_current_pid_tgid() >> 32;
-	init.netns = netns;
-	init.family = key->family;
-	init.dport = key->rport;
-	__builtin_memcpy(init.daddr, key->raddr, SMAP_ADDR_LEN);
-	leader_comm(init.comm);
-	if (bpf_map_update_elem(&udp_flows, key, &init, BPF_NOEXIST) == 0)
-		count(SMAP_CTR_UDP_FLOW_INSERTS);
-	f = bpf_map_lookup_elem(&udp_flows, key);
-	if (!f)
-		count(SMAP_CTR_MAP_FULL);
-	return f;
-}
-
-/* Local address of a cgroup-hook socket; filled late because an unbound socket only
- * gets its port when it first sends or connects. */
-static __always_inline void flow_local_from_bpf_sock(struct smap_event *f, struct bpf_sock *sk)
-{
-	if (f->sport)
-		return;
-	f->sport = sk->src_port;
-	if (f->family == AF_INET) {
-		__u32 a = sk->src_ip4;
-
-		__builtin_memcpy(f->saddr, &a, 4);
-	} else {
-		__u32 a[4] = {sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3]};
-
-		__builtin_memcpy(f->saddr, a, SMAP_ADDR_LEN);
-	}
-}
-
-/* Peer address from a sock_addr hook: the destination for connect and sendmsg, the
- * source of the datagram for recvmsg. family is a constant per program: the verifier
- * rejects user_ip6 reads in the IPv4 hooks, so the other branch must compile away. */
-static __always_inline int udp_key_from_ctx(struct bpf_sock_addr *ctx, struct smap_udp_key *key,
-					    __u16 family)
-{
-	__builtin_memset(key, 0, sizeof(*key));
-	if (ctx->user_family != family)
-		return -1;
-	key->cookie = bpf_get_socket_cookie(ctx);
-	key->rport = bpf_ntohs((__u16)ctx->user_port);
-	key->family = family;
-	if (family == AF_INET) {
-		__u32 a = ctx->user_ip4;
-
-		__builtin_memcpy(key->raddr, &a, 4);
-	} else {
-		__u32 a[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
-
-		__builtin_memcpy(key->raddr, a, SMAP_ADDR_LEN);
-	}
-	return 0;
-}
-
-static __always_inline void udp_hook(struct bpf_sock_addr *ctx, __u32 dir, __u16 family)
-{
-	struct smap_udp_key key;
-	struct udp_pending pending = {};
-	struct smap_event *f;
-	struct bpf_sock *sk = ctx->sk;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-
-	if (!sk || sk->protocol != IPPROTO_UDP || udp_key_from_ctx(ctx, &key, family))
-		return;
-	f = flow_get_or_create(&key, dir == UDP_DIR_RECV ? SMAP_SIDE_SERVER : SMAP_SIDE_CLIENT,
-			       task_netns());
-	if (!f)
-		return;
-	flow_local_from_bpf_sock(f, sk);
-	f->ts_ns = bpf_ktime_get_boot_ns();
-	if (dir == UDP_DIR_SEND)
-		__sync_fetch_and_add(&f->datagrams_sent, 1);
-	else if (dir == UDP_DIR_RECV)
-		__sync_fetch_and_add(&f->datagrams_received, 1);
-	else
-		return; /* connect(): the flow exists now, nothing moved yet */
-	pending.key = key;
-	pending.dir = dir;
-	bpf_map_update_elem(&udp_pending, &pid_tgid, &pending, BPF_ANY);
-}
-
-SEC("cgroup/connect4")
-int on_connect4(struct bpf_sock_addr *ctx)
-{
-	udp_hook(ctx, 0, AF_INET);
-	return 1; /* observe only: never deny */
-}
-
-SEC("cgroup/connect6")
-int on_connect6(struct bpf_sock_addr *ctx)
-{
-	udp_hook(ctx, 0, AF_INET6);
-	return 1;
-}
-
-SEC("cgroup/sendmsg4")
-int on_sendmsg4(struct bpf_sock_addr *ctx)
-{
-	udp_hook(ctx, UDP_DIR_SEND, AF_INET);
-	return 1;
-}
-
-SEC("cgroup/sendmsg6")
-int on_sendmsg6(struct bpf_sock_addr *ctx)
-{
-	udp_hook(ctx, UDP_DIR_SEND, AF_INET6);
-	return 1;
-}
-
-SEC("cgroup/recvmsg4")
-int on_recvmsg4(struct bpf_sock_addr *ctx)
-{
-	udp_hook(ctx, UDP_DIR_RECV, AF_INET);
-	return 1;
-}
-
-SEC("cgroup/recvmsg6")
-int on_recvmsg6(struct bpf_sock_addr *ctx)
-{
-	udp_hook(ctx, UDP_DIR_RECV, AF_INET6);
-	return 1;
-}
-
-/* Bytes of one UDP send or receive, right after the protocol handler returned. If a
- * cgroup hook of this task just saw the datagram's peer, the bytes go to that flow;
- * otherwise the socket is connected and its peer is in the socket (the hooks do not run
- * for sends and receives without an address, so the datagram is counted here). */
-static __always_inline void udp_length(struct sock *sk, int len, __u32 dir)
-{
-	struct smap_udp_key key = {};
-	struct udp_pending *p;
-	struct smap_event *f;
-	__u64 pid_tgid;
-	__u64 cookie;
-	__u16 family;
-
-	/* Runs for every send and receive on the host: filter with plain loads first. */
-	if (len <= 0 || sk->sk_protocol != IPPROTO_UDP)
-		return;
-	family = sk->__sk_common.skc_family;
-	if (family != AF_INET && family != AF_INET6)
-		return;
-	pid_tgid = bpf_get_current_pid_tgid();
-	cookie = bpf_get_socket_cookie(sk);
-	p = bpf_map_lookup_elem(&udp_pending, &pid_tgid);
-	if (p && p->key.cookie == cookie && p->dir == dir) {
-		f = bpf_map_lookup_elem(&udp_flows, &p->key);
-		bpf_map_delete_elem(&udp_pending, &pid_tgid);
-		if (!f)
-			return;
-	} else {
-		struct smap_event t = {};
-
-		if (sk->__sk_common.skc_state != TCP_ESTABLISHED)
-			return; /* unconnected, and its hook is not attached */
-		sk_tuple(sk, &t);
-		key.cookie = cookie;
-		key.family = t.family;
-		key.rport = t.dport;
-		__builtin_memcpy(key.raddr, t.daddr, SMAP_ADDR_LEN);
-		f = flow_get_or_create(&key, dir == UDP_DIR_RECV ? SMAP_SIDE_SERVER : SMAP_SIDE_CLIENT,
-				       sk_netns(sk));
-		if (!f)
-			return;
-		if (!f->sport) {
-			f->sport = t.sport;
-			__builtin_memcpy(f->saddr, t.saddr, SMAP_ADDR_LEN);
-		}
-		if (dir == UDP_DIR_SEND)
-			__sync_fetch_and_add(&f->datagrams_sent, 1);
-		else
-			__sync_fetch_and_add(&f->datagrams_received, 1);
-	}
-	f->ts_ns = bpf_ktime_get_boot_ns();
-	f->flags |= SMAP_FLAG_UDP_BYTES;
-	if (dir == UDP_DIR_SEND)
-		__sync_fetch_and_add(&f->bytes_sent, len);
-	else
-		__sync_fetch_and_add(&f->bytes_received, len);
-}
-
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(on_sock_send_length, struct sock *sk, int ret, int flags)
-{
-	udp_length(sk, ret, UDP_DIR_SEND);
-	return 0;
-}
-
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
-{
-	udp_length(sk, ret, UDP_DIR_RECV);
-	return 0;
-}
+#include "udp.bpf.h"

@@ -65,11 +65,19 @@ pub struct CallOptions {
     /// share it towards different servers, as a busy client's ports do); `None`: the
     /// kernel picks one.
     pub source_port: Option<u16>,
+    /// UDP: send with `sendto` and read with `recvfrom` on an unbound, unconnected
+    /// socket (as most DNS resolvers and statsd clients do), instead of connecting.
+    pub unconnected: bool,
 }
 
 impl Default for CallOptions {
     fn default() -> Self {
-        CallOptions { connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(10), source_port: None }
+        CallOptions {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            source_port: None,
+            unconnected: false,
+        }
     }
 }
 
@@ -83,6 +91,9 @@ impl CallOptions {
         ];
         if let Some(port) = self.source_port {
             args.extend(["--source-port".to_owned(), port.to_string()]);
+        }
+        if self.unconnected {
+            args.push("--unconnected".to_owned());
         }
         args
     }
@@ -145,6 +156,14 @@ impl Cluster {
     pub fn serve_udp(&self, pod: &PodRef, port: u16) -> Result<Server> {
         let mut cmd = self.peer_command(pod)?;
         cmd.args(["serve-udp", &port.to_string()]);
+        Server::start(cmd)
+    }
+
+    /// [`Cluster::serve_udp`] on a dual-stack socket (`[::]:port`), as Go and Java
+    /// servers listen: IPv4 clients arrive as v4-mapped addresses.
+    pub fn serve_udp_dual_stack(&self, pod: &PodRef, port: u16) -> Result<Server> {
+        let mut cmd = self.peer_command(pod)?;
+        cmd.args(["serve-udp", &port.to_string(), "--dual-stack"]);
         Server::start(cmd)
     }
 

@@ -8,9 +8,17 @@ mount -t tmpfs tmpfs /run
 mkdir -p /run/netns
 mount -t tmpfs tmpfs /etc/netns 2>/dev/null
 grep -q cgroup2 /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup
+# Distribution kernels build these as modules; the harness needs them (veth pairs for
+# pods, the nat table for ClusterIPs). virtme-ng masks /lib/modules/VER in the VM, so
+# they come from the unpacked package (kernel.sh).
+export PATH="/usr/sbin:/sbin:$PATH"
+for m in veth iptable_nat iptable_filter nf_nat xt_nat xt_comment xt_statistic; do
+	modprobe -d "$SMAP_VM_MODROOT" "$m" 2>> "$SMAP_VM_OUT.modprobe"
+done
 echo "kernel $(uname -r)" > "$SMAP_VM_OUT"
 cd "$SMAP_VM_REPO" || exit 1
-export CI=true RUST_BACKTRACE=0
+# insta finds its snapshots through cargo, which the VM's PATH may lack.
+export CI=true RUST_BACKTRACE=0 INSTA_WORKSPACE_ROOT="$SMAP_VM_REPO"
 while read -r t; do
 	[ -n "$t" ] || continue
 	bin=${t%%:*}

@@ -17,7 +17,10 @@ vmlinuz=$1 tests=$(realpath "$2") out=$(realpath -m "$3")
 env_file=$(mktemp /tmp/smap-vm-env.XXXXXX)
 trap 'rm -f "$env_file"' EXIT
 # The VM sees /tmp read-write; the rest of the root read-only.
-printf 'export SMAP_VM_TESTS=%q SMAP_VM_OUT=%q SMAP_VM_REPO=%q\n. %q\n' "$tests" "$out" "$repo" "$here/inside.sh" > "$env_file"
+# kernel.sh unpacks a package as ROOT/boot/vmlinuz-VER beside ROOT/lib/modules/VER.
+modroot=$(cd "$(dirname "$vmlinuz")/.." && pwd)
+printf 'export SMAP_VM_TESTS=%q SMAP_VM_OUT=%q SMAP_VM_REPO=%q SMAP_VM_MODROOT=%q\n. %q\n' \
+	"$tests" "$out" "$repo" "$modroot" "$here/inside.sh" > "$env_file"
 rm -f "$out"
 # vng's own status is the VM's power-off, not the tests': those are in $out.
 vng --run "$vmlinuz" --force-initramfs --disable-monitor --disable-kvm --memory 3G --cpus 2 \

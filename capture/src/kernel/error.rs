@@ -14,7 +14,7 @@ pub enum KernelError {
         missing.join(", ")
     )]
     NotPrivileged {
-        /// Names of the missing capabilities (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN).
+        /// Names of the missing capabilities (CAP_BPF, CAP_PERFMON).
         missing: Vec<&'static str>,
     },
 
@@ -115,6 +115,16 @@ pub enum KernelError {
     /// No cgroup v2 directory to attach the socket hooks to.
     #[error("no cgroup v2 hierarchy to attach socket hooks to: {0}")]
     NoCgroup(String),
+
+    /// A kernel function an optional program attaches to is not in the kernel's BTF
+    /// (renamed, or inlined by the compiler).
+    #[error("kernel function {function} is not in this kernel's BTF (used for {purpose})")]
+    FunctionMissing {
+        /// The function.
+        function: &'static str,
+        /// What smap uses it for.
+        purpose: &'static str,
+    },
 
     /// A host file could not be read.
     #[error("{what}: {source}")]

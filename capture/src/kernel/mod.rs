@@ -60,7 +60,8 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 pub use error::KernelError;
 
 use convert::{Clock, Converter};
-use hooks::{attach, HOOKS};
+pub use hooks::UdpPath;
+use hooks::{attach_all, Attached};
 use udp::UdpFlows;
 
 /// Settings of the kernel capture; [`KernelConfig::new`] gives the defaults.
@@ -196,6 +197,7 @@ pub struct KernelCapture {
     enumerated: Vec<Event>,
     attached: Vec<&'static str>,
     skipped: Vec<SkippedHook>,
+    udp_path: UdpPath,
     /// Owns the programs and their links (dropping it detaches them).
     ebpf: Ebpf,
 }
@@ -268,31 +270,11 @@ impl KernelCapture {
             Some(p) => File::open(p).map_err(|e| format!("cannot open {}: {e}", p.display())),
             None => Err("no cgroup2 mount in /proc/mounts".to_owned()),
         };
-        let mut attached = Vec::new();
-        let mut skipped = Vec::new();
-        for hook in HOOKS {
-            match attach(&mut ebpf, &btf, cgroup_dir.as_ref(), hook) {
-                Ok(()) => attached.push(hook.program),
-                Err(e) if hook.required => return Err(e),
-                Err(e) => {
-                    tracing::warn!(
-                        hook = hook.section,
-                        error = %e,
-                        "optional hook not attached: capture continues without {}",
-                        hook.purpose
-                    );
-                    skipped.push(SkippedHook {
-                        program: hook.program,
-                        hook: hook.section,
-                        consequence: hook.purpose,
-                        reason: e.to_string(),
-                    });
-                }
-            }
-        }
+        let Attached { programs: attached, skipped, udp: udp_path } = attach_all(&mut ebpf, &btf, cgroup_dir.as_ref())?;
         tracing::info!(
             attached = attached.len(),
             skipped = skipped.len(),
+            udp = udp_path.name(),
             cgroup = ?cgroup,
             "kernel capture started"
         );
@@ -358,6 +340,7 @@ impl KernelCapture {
             enumerated,
             attached,
             skipped,
+            udp_path,
             ebpf,
         })
     }
@@ -370,6 +353,11 @@ impl KernelCapture {
     /// Optional hooks that could not be attached.
     pub fn skipped(&self) -> &[SkippedHook] {
         &self.skipped
+    }
+
+    /// How UDP datagrams are seen on this kernel.
+    pub fn udp_path(&self) -> UdpPath {
+        self.udp_path
     }
 
     /// Waits until the kernel signals pending events or the drain interval passes, then

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use smap_capture::kernel::{KernelCapture, KernelConfig};
+use smap_capture::kernel::{KernelCapture, KernelConfig, UdpPath};
 use smap_replay::{ConnEvent, ConnKind, Side};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -167,7 +167,20 @@ async fn loopback_tcp_and_udp_events_are_exact() {
     }
     let config = KernelConfig { udp_flush_interval: Duration::from_millis(200), ..KernelConfig::new("test-node") };
     let mut capture = KernelCapture::start(config).expect("start the kernel capture");
-    assert!(capture.skipped().is_empty(), "every hook attaches on the CI kernel: {:#?}", capture.skipped());
+    // Every hook attaches, but for the UDP set not taken: this machine's kernel refuses
+    // fentry (lockdown), the matrix's distribution kernels allow it.
+    let skipped: Vec<&str> = capture.skipped().iter().map(|s| s.hook).collect();
+    match capture.udp_path() {
+        UdpPath::Functions => assert!(skipped.is_empty(), "{:#?}", capture.skipped()),
+        UdpPath::Tracepoints => assert_eq!(
+            skipped,
+            ["fentry/ip_send_skb", "fentry/ip6_send_skb", "fentry/skb_consume_udp"],
+            "{:#?}",
+            capture.skipped()
+        ),
+        UdpPath::None => panic!("no UDP datagram hooks: {:#?}", capture.skipped()),
+    }
+    eprintln!("UDP datagrams seen through {}", capture.udp_path().name());
     let started = wall_now();
     let traffic = tokio::task::spawn_blocking(run_traffic).await.unwrap();
     let ports = traffic.ports();

@@ -6,6 +6,7 @@ mod build;
 mod deploy;
 mod e2e;
 mod long_lived;
+mod udp;
 mod watch;
 
 use std::path::{Path, PathBuf};

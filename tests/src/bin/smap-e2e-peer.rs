@@ -4,9 +4,9 @@
 //!
 //! ```text
 //! smap-e2e-peer serve-tcp PORT [--reply N]
-//! smap-e2e-peer serve-udp PORT
+//! smap-e2e-peer serve-udp PORT [--dual-stack]
 //! smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
-//! smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS]
+//! smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS] [--unconnected]
 //! smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS]
 //! smap-e2e-peer udp-hold ADDR:PORT [--timeout-ms MS]
 //! ```
@@ -27,7 +27,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 const USAGE: &str = "usage:
   smap-e2e-peer serve-tcp PORT [--reply N]
-  smap-e2e-peer serve-udp PORT
+  smap-e2e-peer serve-udp PORT [--dual-stack]
   smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
   smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS]
   smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
@@ -58,6 +58,8 @@ struct Args {
     connect_timeout: Duration,
     timeout: Duration,
     source_port: Option<u16>,
+    unconnected: bool,
+    dual_stack: bool,
 }
 
 impl Args {
@@ -71,6 +73,8 @@ impl Args {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
             source_port: None,
+            unconnected: false,
+            dual_stack: false,
         };
         while let Some(arg) = iter.next() {
             let mut value = |name: &str| -> Result<u64, String> {
@@ -85,6 +89,8 @@ impl Args {
                     let port = value(arg)?;
                     parsed.source_port = Some(u16::try_from(port).map_err(|_| format!("--source-port {port}"))?);
                 }
+                "--unconnected" => parsed.unconnected = true,
+                "--dual-stack" => parsed.dual_stack = true,
                 flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
                 _ => parsed.positional.push(arg.clone()),
             }
@@ -104,7 +110,7 @@ impl Args {
 fn run(args: &Args) -> Result<ExitCode, String> {
     match args.command.as_str() {
         "serve-tcp" => Ok(serve_tcp(args.arg(0, "PORT")?, args.reply)),
-        "serve-udp" => Ok(serve_udp(args.arg(0, "PORT")?)),
+        "serve-udp" => Ok(serve_udp(args.arg(0, "PORT")?, args.dual_stack)),
         "tcp-call" => {
             let target = args.arg(0, "ADDR:PORT")?;
             let (send, recv) = (args.arg(1, "SEND")?, args.arg(2, "RECV")?);
@@ -194,8 +200,10 @@ fn serve_connection(mut stream: TcpStream, default_reply: u64) -> Exchange {
     exchange
 }
 
-fn serve_udp(port: u16) -> ExitCode {
-    let socket = match UdpSocket::bind(("0.0.0.0", port)) {
+fn serve_udp(port: u16, dual_stack: bool) -> ExitCode {
+    // Linux's default (bindv6only=0) makes `[::]` take IPv4 datagrams too.
+    let any = if dual_stack { SocketAddr::from(([0u16; 8], port)) } else { SocketAddr::from(([0u8; 4], port)) };
+    let socket = match UdpSocket::bind(any) {
         Ok(s) => s,
         Err(e) => return fail_to_start("bind", &e),
     };
@@ -329,13 +337,22 @@ fn udp_call(target: SocketAddr, send: u64, recv: u64, args: &Args) -> CallReport
     let expected = if send >= HEADER_LEN as u64 { recv } else { send };
     let result = (|| -> io::Result<()> {
         let socket = UdpSocket::bind(unspecified(target))?;
+        socket.set_read_timeout(Some(args.timeout))?;
+        let mut buf = vec![0u8; 65_536];
+        if args.unconnected {
+            // The socket's address stays 0.0.0.0: the route picks the source per
+            // datagram, which is what the capture must find. (Asking the route here
+            // would take a connected socket, which the capture would see too.)
+            report.sent = socket.send_to(&request(send as usize, recv), target)? as u64;
+            report.local = Some(socket.local_addr()?);
+            report.received = socket.recv_from(&mut buf)?.0 as u64;
+            return Ok(());
+        }
         // Connected: ICMP port unreachable comes back as ECONNREFUSED on recv, and the
         // local address shows the routed source IP.
         socket.connect(target)?;
         report.local = Some(socket.local_addr()?);
-        socket.set_read_timeout(Some(args.timeout))?;
         report.sent = socket.send(&request(send as usize, recv))? as u64;
-        let mut buf = vec![0u8; 65_536];
         report.received = socket.recv(&mut buf)? as u64;
         Ok(())
     })();
