@@ -6,8 +6,10 @@
 //! resourceVersion with bookmarks; a dropped stream resumes from the last
 //! resourceVersion seen, a 410 Gone relists and records the difference (deletions
 //! missed while disconnected included), other errors are retried with jittered
-//! exponential backoff. 401, 403 and 404 cannot be fixed by retrying and end the
-//! source with an error naming the verb and the resource.
+//! exponential backoff. 401, 403 and 404 cannot be fixed by retrying: on a kind the
+//! map needs they end the source with an error naming the verb and the resource; on one
+//! it can do without (namespaces, Ingresses, NetworkPolicies) they stop that kind's
+//! watch only, with a warning saying what is missing, and the rest goes on.
 //!
 //! The first list of every scope is returned by [`KubeWatch::start`] as snapshot rows
 //! stamped with the time each list completed; every later change comes from
@@ -127,6 +129,9 @@ pub struct KubeCounters {
     pub retried_errors: u64,
     /// Objects that could not be turned into rows (no name), skipped.
     pub unparsable: u64,
+    /// Watches of kinds the map can do without that the API server refused (403, or
+    /// 404 for a kind it does not serve), stopped for good.
+    pub kinds_refused: u64,
 }
 
 #[derive(Default)]
@@ -134,6 +139,7 @@ struct SharedCounters {
     relists: AtomicU64,
     retried_errors: AtomicU64,
     unparsable: AtomicU64,
+    kinds_refused: AtomicU64,
 }
 
 /// How far the initial lists are, for the timeout message.
@@ -235,6 +241,7 @@ impl KubeWatch {
             relists: self.counters.relists.load(Ordering::Relaxed),
             retried_errors: self.counters.retried_errors.load(Ordering::Relaxed),
             unparsable: self.counters.unparsable.load(Ordering::Relaxed),
+            kinds_refused: self.counters.kinds_refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -249,13 +256,28 @@ enum Verdict {
     Retry,
 }
 
+/// The verb and status of an API error, if it is one.
+fn api_status(error: &watcher::Error) -> Option<(&'static str, &kube::core::Status)> {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status)) => Some(("list", status)),
+        watcher::Error::WatchStartFailed(kube::Error::Api(status)) => Some(("watch", status)),
+        watcher::Error::WatchError(status) => Some(("watch", status)),
+        _ => None,
+    }
+}
+
+/// The status code of an error retrying cannot fix: 401, 403, 404 on a list.
+fn refusal(error: &watcher::Error) -> Option<u16> {
+    let (verb, status) = api_status(error)?;
+    match status.code {
+        401 | 403 => Some(status.code),
+        404 if verb == "list" => Some(404),
+        _ => None,
+    }
+}
+
 fn judge(error: &watcher::Error, scope: &Scope) -> Verdict {
-    let (verb, status) = match error {
-        watcher::Error::InitialListFailed(kube::Error::Api(status)) => ("list", status),
-        watcher::Error::WatchStartFailed(kube::Error::Api(status)) => ("watch", status),
-        watcher::Error::WatchError(status) => ("watch", status),
-        _ => return Verdict::Retry,
-    };
+    let Some((verb, status)) = api_status(error) else { return Verdict::Retry };
     let resource = scope.watched.rbac_name();
     let message = status.message.clone();
     match status.code {
@@ -291,7 +313,19 @@ async fn run(
         // hammered.
         let backoff =
             ResetTimerBackoff::new(Jittered::new(options.retry_min, options.retry_max), Duration::from_secs(120));
-        watcher(api, config).backoff(backoff).map(move |item| (index, item)).boxed()
+        // A refusal ends the stream after it is reported: retrying cannot help, and an
+        // optional kind's watch must not keep knocking.
+        watcher(api, config)
+            .backoff(backoff)
+            .scan(false, |refused, item| {
+                if *refused {
+                    return futures::future::ready(None);
+                }
+                *refused = matches!(&item, Err(e) if refusal(e).is_some());
+                futures::future::ready(Some(item))
+            })
+            .map(move |item| (index, item))
+            .boxed()
     });
     let mut merged = futures::stream::select_all(streams);
     let mut trackers: Vec<Tracker> = scopes.iter().map(|s| Tracker::new(s.watched.kind)).collect();
@@ -316,6 +350,21 @@ async fn run(
                 Update::Objects(rows)
             }
             Err(error) => match judge(&error, scope) {
+                Verdict::Fatal(error)
+                    if !scope.watched.needed && !matches!(error, K8sApiError::Unauthorized { .. }) =>
+                {
+                    counters.kinds_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "{}: {error}; going on without {} (the map does not need them)",
+                        scope.name(),
+                        scope.watched.rbac_name()
+                    );
+                    tracker.synced = true;
+                    if let Ok(mut p) = progress.lock() {
+                        p.pending.remove(&scope.name());
+                    }
+                    Update::Objects(Vec::new())
+                }
                 Verdict::Fatal(error) => {
                     // The receiver may be gone already; there is nobody else to tell.
                     let _ = sender.send(Update::Failed(error)).await;

@@ -18,27 +18,39 @@ pub struct WatchedKind {
     pub plural: &'static str,
     /// Whether objects live in namespaces.
     pub namespaced: bool,
+    /// Whether the map needs it: without a kind it does not need (namespace labels,
+    /// Ingresses, NetworkPolicies), a 403 or 404 costs that kind only, and the watch
+    /// goes on.
+    pub needed: bool,
 }
 
 /// Every kind smap watches; deploy/rbac.yaml grants list and watch on exactly these
 /// (a test keeps the two equal).
 pub const WATCHED: [WatchedKind; 7] = [
-    WatchedKind { kind: ObjectKind::Namespace, group: "", plural: "namespaces", namespaced: false },
-    WatchedKind { kind: ObjectKind::Node, group: "", plural: "nodes", namespaced: false },
-    WatchedKind { kind: ObjectKind::Pod, group: "", plural: "pods", namespaced: true },
-    WatchedKind { kind: ObjectKind::Service, group: "", plural: "services", namespaced: true },
+    WatchedKind { kind: ObjectKind::Namespace, group: "", plural: "namespaces", namespaced: false, needed: false },
+    WatchedKind { kind: ObjectKind::Node, group: "", plural: "nodes", namespaced: false, needed: true },
+    WatchedKind { kind: ObjectKind::Pod, group: "", plural: "pods", namespaced: true, needed: true },
+    WatchedKind { kind: ObjectKind::Service, group: "", plural: "services", namespaced: true, needed: true },
     WatchedKind {
         kind: ObjectKind::EndpointSlice,
         group: "discovery.k8s.io",
         plural: "endpointslices",
         namespaced: true,
+        needed: true,
     },
-    WatchedKind { kind: ObjectKind::Ingress, group: "networking.k8s.io", plural: "ingresses", namespaced: true },
+    WatchedKind {
+        kind: ObjectKind::Ingress,
+        group: "networking.k8s.io",
+        plural: "ingresses",
+        namespaced: true,
+        needed: false,
+    },
     WatchedKind {
         kind: ObjectKind::NetworkPolicy,
         group: "networking.k8s.io",
         plural: "networkpolicies",
         namespaced: true,
+        needed: false,
     },
 ];
 

@@ -6,6 +6,7 @@
 mod apiserver;
 mod objects;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -459,6 +460,26 @@ async fn forbidden_list_names_the_verb_and_resource() {
     {
         assert!(message.contains(needed), "{message:?} lacks {needed:?}");
     }
+}
+
+#[tokio::test]
+async fn a_forbidden_kind_the_map_can_do_without_costs_that_kind_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start().await;
+    shop(&server);
+    // A cluster whose RBAC was written before smap watched NetworkPolicies.
+    server.forbid("networkpolicies", "list");
+    let (watch, snapshot) = start(&server, dir.path(), options()).await.expect("the watch goes on");
+    let kinds: BTreeSet<ObjectKind> = snapshot.iter().map(|o| o.kind).collect();
+    assert!(!kinds.contains(&ObjectKind::NetworkPolicy));
+    for needed in [ObjectKind::Pod, ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::Ingress] {
+        assert!(kinds.contains(&needed), "{needed:?} in {kinds:?}");
+    }
+    assert_eq!(watch.counters().kinds_refused, 1);
+    // Refused once, then left alone: retrying cannot fix RBAC.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = server.requests().iter().filter(|r| r.contains("networkpolicies")).count();
+    assert_eq!(asked, 1, "{:?}", server.requests());
 }
 
 #[tokio::test]
