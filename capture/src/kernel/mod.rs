@@ -57,7 +57,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-pub use error::KernelError;
+pub use error::{KernelError, MINIMUM_KERNEL};
 
 use convert::{Clock, Converter};
 pub use hooks::UdpPath;
@@ -455,7 +455,8 @@ impl KernelCapture {
     ///
     /// An LRU map evicts silently; what it evicted is what was inserted and neither
     /// deleted nor still there. The insert and delete counts are read before the
-    /// entries are listed, so entries added meanwhile cannot pass for evictions.
+    /// entries are listed, so entries added meanwhile cannot pass for evictions; the
+    /// deletes of the connection table after, so closes meanwhile cannot either.
     fn flush_udp(&mut self, out: &mut Vec<ConnEvent>, all: bool) -> Result<(), KernelError> {
         let before = self.kernel_counters()?;
         let get = |i: u32| before.get(i as usize).copied().unwrap_or(0);
@@ -490,11 +491,22 @@ impl KernelCapture {
 
         // Iteration can revisit keys when entries vanish under it: count distinct ones.
         let live: HashSet<u64> = self.conns.keys().filter_map(Result::ok).collect();
-        let conn_evicted =
-            get(counter::CONN_INSERTS).saturating_sub(get(counter::CONN_DELETES)).saturating_sub(live.len() as u64);
+        let after = self.kernel_counters()?;
+        let deletes_after = after.get(counter::CONN_DELETES as usize).copied().unwrap_or(0);
+        let conn_evicted = conn_evictions_at_least(get(counter::CONN_INSERTS), deletes_after, live.len());
         self.stats.conn_evictions = self.stats.conn_evictions.max(conn_evicted);
         Ok(())
     }
+}
+
+/// Evictions from the connection table that certainly happened, from the inserts
+/// counted before listing it, the deletes counted after, and the entries listed.
+///
+/// Connections close while the table is listed: with the deletes counted before, each
+/// such close would pass for an eviction, and the running maximum would keep it. Inserts
+/// during the listing can only make this smaller: it never over-counts.
+fn conn_evictions_at_least(inserts_before: u64, deletes_after: u64, listed: usize) -> u64 {
+    inserts_before.saturating_sub(deletes_after).saturating_sub(listed as u64)
 }
 
 fn drain_ring(ring: &mut RingBuf<MapData>, converter: &mut Converter, stats: &mut Stats, out: &mut Vec<ConnEvent>) {
@@ -579,5 +591,16 @@ mod tests {
         fn send<T: Send>() {}
         send::<KernelCapture>();
         send::<KernelError>();
+    }
+
+    #[test]
+    fn connections_closing_while_the_table_is_listed_are_not_evictions() {
+        // 10 opened, none closed when the counters are read; 3 close during the listing,
+        // which finds the other 7: nothing was evicted.
+        assert_eq!(conn_evictions_at_least(10, 3, 7), 0);
+        // 2 evicted before the listing and 1 closed during it: at least 2.
+        assert_eq!(conn_evictions_at_least(10, 1, 7), 2);
+        // 4 opened during the listing and seen by it: still no invented eviction.
+        assert_eq!(conn_evictions_at_least(10, 0, 14), 0);
     }
 }
