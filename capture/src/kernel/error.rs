@@ -4,6 +4,10 @@
 use std::io;
 use std::path::PathBuf;
 
+/// The oldest kernel whose BPF helpers smap's required programs use (the socket
+/// cookie in tracing programs, 5.12; the BTF task pointer, 5.11). Tested: docs/deploy.md.
+pub const MINIMUM_KERNEL: &str = "5.12";
+
 /// An error of the kernel capture.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -46,7 +50,7 @@ pub enum KernelError {
     /// A tracepoint the TCP capture cannot do without does not exist in this kernel.
     #[error(
         "tracepoint {category}:{name} does not exist in this kernel (needed for {purpose}); \
-         smap needs Linux 5.8 or newer"
+         smap needs Linux {MINIMUM_KERNEL} or newer"
     )]
     TracepointMissing {
         /// Tracepoint category (`sock`, `syscalls`).
@@ -55,6 +59,21 @@ pub enum KernelError {
         name: &'static str,
         /// What smap uses it for.
         purpose: &'static str,
+    },
+
+    /// A required program uses a helper this kernel does not have: the kernel is older
+    /// than smap supports.
+    #[error(
+        "this kernel (Linux {release}) is too old for smap: it lacks a BPF helper that program \
+         {program} calls (verifier: {missing}); smap needs Linux {MINIMUM_KERNEL} or newer"
+    )]
+    KernelTooOld {
+        /// The running kernel's release (`uname -r`).
+        release: String,
+        /// Program name in the object.
+        program: &'static str,
+        /// What the verifier could not find, in its own words (`invalid func unknown#158`).
+        missing: String,
     },
 
     /// The kernel verifier rejected a program.

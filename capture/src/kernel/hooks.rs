@@ -236,7 +236,7 @@ pub(super) fn attach_all(ebpf: &mut Ebpf, btf: &Btf, cgroup: Result<&File, &Stri
     for hook in HOOKS.iter().filter(|h| h.group == Group::Own) {
         match attach(ebpf, btf, cgroup, *hook) {
             Ok(()) => out.programs.push(hook.program),
-            Err(e) if hook.required => return Err(e),
+            Err(e) if hook.required => return Err(too_old(e)),
             Err(e) => {
                 tracing::warn!(hook = hook.section, error = %e, "optional hook not attached: capture continues without {}", hook.purpose);
                 out.skip(hook, hook.purpose, e.to_string());
@@ -341,6 +341,17 @@ fn attach(ebpf: &mut Ebpf, btf: &Btf, cgroup: Result<&File, &String>, hook: Hook
         }
     }
     Ok(())
+}
+
+/// A required program the verifier refused for a helper it does not know is a kernel
+/// older than smap supports: say that, in one line, instead of the verifier's log.
+fn too_old(e: KernelError) -> KernelError {
+    let KernelError::Verifier { program, log, .. } = &e else { return e };
+    let Some(missing) = log.lines().find(|l| l.starts_with("invalid func") || l.starts_with("unknown func")) else {
+        return e;
+    };
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    KernelError::KernelTooOld { release, program, missing: missing.trim().to_owned() }
 }
 
 fn load_error(hook: Hook, e: ProgramError) -> KernelError {

@@ -5,6 +5,7 @@ mod analyze;
 mod build;
 mod deploy;
 mod e2e;
+mod kernels;
 mod long_lived;
 mod udp;
 mod watch;
