@@ -155,6 +155,7 @@ impl WatchConsumer {
 
 fn kernel_json(k: &KernelCounters) -> serde_json::Value {
     json!({
+        "udp_path": k.udp_path.name(),
         "events_received": k.events_received,
         "events_malformed": k.events_malformed,
         "ringbuf_drops": k.ringbuf_drops,

@@ -42,7 +42,7 @@ pub(super) enum Group {
 }
 
 /// How the capture sees UDP datagrams.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UdpPath {
     /// Kernel functions: every datagram with its packet's addresses.
     Functions,
@@ -50,6 +50,7 @@ pub enum UdpPath {
     /// seen (it is looked up per network namespace, where the process is visible).
     Tracepoints,
     /// Neither set attached: only connected UDP sockets, as flows without datagrams.
+    #[default]
     None,
 }
 

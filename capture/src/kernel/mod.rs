@@ -132,6 +132,8 @@ pub struct SkippedHook {
 /// What the capture counted; losses are never silent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelCounters {
+    /// How UDP datagrams are seen on this kernel.
+    pub udp_path: UdpPath,
     /// Records read from the ring buffer.
     pub events_received: u64,
     /// Records that could not be decoded (too short, unknown kind or address family).
@@ -408,6 +410,7 @@ impl KernelCapture {
         let k = self.kernel_counters()?;
         let get = |i: u32| k.get(i as usize).copied().unwrap_or(0);
         Ok(KernelCounters {
+            udp_path: self.udp_path,
             events_received: self.stats.events_received,
             events_malformed: self.stats.events_malformed,
             wakeups: self.stats.wakeups,

@@ -458,6 +458,10 @@ fn watch_streams_events_serves_metrics_and_map_and_replays_the_same() {
     assert_eq!(sample(&samples, "smap_dependencies_detected_total{cross_namespace=\"false\"}"), 2.0);
     assert_eq!(sample(&samples, "smap_connections_tracked_total{protocol=\"tcp\"}"), 5.0);
     assert_eq!(sample(&samples, "smap_ready"), 1.0);
+    let (_, _, stats) = get(listen, "/stats");
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    let udp_path = stats["kernel"]["udp_path"].as_str().unwrap_or_default().to_owned();
+    assert!(["functions", "tracepoints"].contains(&udp_path.as_str()), "UDP datagrams seen by: {udp_path:?}");
 
     // SIGTERM stops cleanly and flushes the recording and the event stream.
     watch.stop();
