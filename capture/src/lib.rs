@@ -1,11 +1,13 @@
 //! smap's live sources: every input that comes from a running system rather than a file.
 //!
+//! Every live timestamp comes from one [`clock::Clock`].
 //! [`kernel`] loads smap's eBPF programs and turns the kernel's connection events into
 //! [`smap_replay::ConnEvent`]s; [`kubectl_file`] follows Kubernetes state in a kubectl
 //! JSON file and [`k8s_api`] watches the Kubernetes API; [`record`] merges them into one
 //! time-ordered stream, records it and hands it to a live consumer; [`watch`] is the
 //! consumer of `smap watch` (change events, live state) and [`serve`] its HTTP endpoints.
 
+pub mod clock;
 pub mod k8s_api;
 pub mod kernel;
 pub mod kubectl_file;

@@ -10,12 +10,12 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use smap_replay::time::now_ns;
 use smap_replay::{
     ConnEvent, ConnKind, Event, LossCounters, ObjectEvent, RecordingMeta, RecordingWriter, ReplayError, TimeNs,
     WriterOptions,
 };
 
+use crate::clock::Clock;
 use crate::k8s_api::{K8sApiError, KubeCounters, KubeOptions, KubeWatch};
 use crate::kernel::{KernelCapture, KernelConfig, KernelCounters, KernelError, SkippedHook};
 use crate::kubectl_file::KubectlFile;
@@ -230,12 +230,14 @@ pub async fn capture(
     let started = Instant::now();
     let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut meta = RecordingMeta::new("capture", &options.kernel.node, kernel_release.trim());
+    // One clock for every source: the kernel's events, the objects and the ticks.
+    let clock = Clock::measure();
     meta.config = options.config.clone();
     // The API snapshot comes first: RBAC errors surface before anything is loaded, and
     // the first connections already resolve against the cluster.
     let (mut api, api_snapshot) = match &options.k8s {
         K8sSource::Api(kube) => {
-            let (watch, snapshot) = KubeWatch::start(kube.clone()).await?;
+            let (watch, snapshot) = KubeWatch::start(KubeOptions { clock, ..kube.clone() }).await?;
             (Some(watch), snapshot)
         }
         K8sSource::None | K8sSource::KubectlFile(_) => (None, Vec::new()),
@@ -243,12 +245,12 @@ pub async fn capture(
     // The kubectl snapshot too is taken before the programs start: connections found
     // open at start must come after the state they resolve against.
     let kubectl = match &options.k8s {
-        K8sSource::KubectlFile(path) => Some(KubectlFile::open(path, now_ns())?),
+        K8sSource::KubectlFile(path) => Some(KubectlFile::open(path, clock.now())?),
         K8sSource::None | K8sSource::Api(_) => None,
     };
     // Load the programs before creating the recording: a host that cannot run them
     // leaves no empty recording behind.
-    let mut kernel = KernelCapture::start(options.kernel.clone())?;
+    let mut kernel = KernelCapture::start(KernelConfig { clock, ..options.kernel.clone() })?;
     for skipped in kernel.skipped() {
         tracing::warn!("skipped {} ({}): {}; {}", skipped.program, skipped.hook, skipped.reason, skipped.consequence);
     }
@@ -289,7 +291,7 @@ pub async fn capture(
                     }
                 }
                 _ = second.tick() => {
-                    let now = now_ns();
+                    let now = clock.now();
                     if let Some(file) = kubectl.as_mut() {
                         reorder.push_objects(file.poll(now));
                     }
@@ -306,9 +308,9 @@ pub async fn capture(
                 }
                 changes = next_api_changes(api.as_mut()) => reorder.push_objects(changes?),
             }
-            // Release what is older than the drain lag by the wall clock (the horizon
-            // is `newest - window`).
-            reorder.newest = reorder.newest.max(now_ns().saturating_sub(settled_lag).saturating_add(window));
+            // Release what is older than the drain lag by the capture's clock (the
+            // horizon is `newest - window`).
+            reorder.newest = reorder.newest.max(clock.now().saturating_sub(settled_lag).saturating_add(window));
             let released = reorder.release(false);
             write_events(writer.as_mut(), released)?;
             consumer.events(released);

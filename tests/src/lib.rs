@@ -93,7 +93,8 @@ pub fn require_root(test_name: &str) -> bool {
     false
 }
 
+/// Prints why a test skipped, where `cargo test` shows it.
 #[expect(clippy::print_stderr, reason = "a skipped test must say so where cargo test shows it")]
-fn say_skipped(message: &str) {
+pub fn say_skipped(message: &str) {
     eprintln!("{message}");
 }

@@ -18,7 +18,8 @@ done
 echo "kernel $(uname -r)" > "$SMAP_VM_OUT"
 cd "$SMAP_VM_REPO" || exit 1
 # insta finds its snapshots through cargo, which the VM's PATH may lack.
-export CI=true RUST_BACKTRACE=0 INSTA_WORKSPACE_ROOT="$SMAP_VM_REPO"
+# SMAP_VM: tests that disturb the whole machine (stepping the clock) run only here.
+export CI=true RUST_BACKTRACE=0 INSTA_WORKSPACE_ROOT="$SMAP_VM_REPO" SMAP_VM=1
 while read -r t; do
 	[ -n "$t" ] || continue
 	bin=${t%%:*}

@@ -45,6 +45,7 @@ $cli:e2e::watch_streams_events_serves_metrics_and_map_and_replays_the_same
 $cli:long_lived::connections_open_before_the_capture_and_at_its_end_are_each_counted_once
 $cli:long_lived::a_connected_udp_socket_older_than_the_capture_is_a_flow_from_its_first_datagram
 $cli:long_lived::one_client_port_carrying_two_connections_at_once_maps_each_with_its_bytes
+$cli:clock_step::
 LIST
 # Older than the minimum: the one-line refusal.
 too_old="$out/too-old.txt"

@@ -32,7 +32,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::DynamicObject;
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{watcher, WatchStreamExt};
-use smap_replay::time::now_ns;
 use smap_replay::ObjectEvent;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -40,6 +39,7 @@ use tokio::task::JoinHandle;
 pub use error::K8sApiError;
 pub use resources::{WatchedKind, WATCHED};
 
+use crate::clock::Clock;
 use resources::{plan, Scope};
 use tracker::Tracker;
 
@@ -73,6 +73,9 @@ pub struct KubeOptions {
     pub retry_max: Duration,
     /// How long [`KubeWatch::start`] waits for every initial list.
     pub sync_timeout: Duration,
+    /// What object events are stamped with: the capture's clock, shared with the kernel
+    /// events.
+    pub clock: Clock,
 }
 
 impl Default for KubeOptions {
@@ -86,6 +89,7 @@ impl Default for KubeOptions {
             retry_min: Duration::from_millis(800),
             retry_max: Duration::from_secs(30),
             sync_timeout: Duration::from_secs(60),
+            clock: Clock::measure(),
         }
     }
 }
@@ -340,7 +344,7 @@ async fn run(
                 }
                 let was_synced = tracker.synced;
                 let before = tracker.unparsable;
-                let rows = tracker.handle(event, now_ns());
+                let rows = tracker.handle(event, options.clock.now());
                 counters.unparsable.fetch_add(tracker.unparsable - before, Ordering::Relaxed);
                 if !was_synced && tracker.synced {
                     if let Ok(mut p) = progress.lock() {

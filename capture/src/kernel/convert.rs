@@ -7,53 +7,9 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use smap_ebpf::{flag, kind, side, Event, AF_INET, AF_INET6};
-use smap_replay::{ConnEvent, ConnKind, Side, TimeNs};
+use smap_replay::{ConnEvent, ConnKind, Side};
 
-/// Kernel `CLOCK_BOOTTIME` to Unix-epoch nanoseconds.
-///
-/// The programs stamp events with `bpf_ktime_get_boot_ns`; the offset to the wall clock
-/// is taken once, at start, so that event order and spacing are the kernel's and a
-/// wall-clock step (NTP) during capture does not reorder events.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
-    offset_ns: i64,
-}
-
-impl Clock {
-    /// Measures the offset, keeping the tightest of a few boottime/realtime/boottime
-    /// samples so that a preemption between the reads does not skew it.
-    pub(crate) fn measure() -> Self {
-        let mut best: Option<(i64, i64)> = None;
-        for _ in 0..5 {
-            let b1 = clock_ns(libc::CLOCK_BOOTTIME);
-            let r = clock_ns(libc::CLOCK_REALTIME);
-            let b2 = clock_ns(libc::CLOCK_BOOTTIME);
-            let gap = b2 - b1;
-            let offset = r - (b1 + gap / 2);
-            if best.is_none_or(|(g, _)| gap < g) {
-                best = Some((gap, offset));
-            }
-        }
-        Self { offset_ns: best.map_or(0, |(_, o)| o) }
-    }
-
-    /// Converts a `CLOCK_BOOTTIME` reading to Unix-epoch nanoseconds.
-    pub(crate) fn to_wall(self, boot_ns: u64) -> TimeNs {
-        i64::try_from(boot_ns).unwrap_or(i64::MAX).saturating_add(self.offset_ns)
-    }
-
-    /// Now, in `CLOCK_BOOTTIME` nanoseconds.
-    pub(crate) fn boot_now() -> u64 {
-        u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
-    }
-}
-
-fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid, writable timespec; BOOTTIME and REALTIME always exist on Linux.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec.saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec)
-}
+use crate::clock::Clock;
 
 /// Bound on the remembered listening ports and interned names: past it the set is
 /// cleared rather than grown, which only costs some heuristic accuracy.
@@ -247,7 +203,7 @@ mod tests {
     use super::*;
 
     fn conv() -> Converter {
-        Converter::new(Arc::from("node-a"), Clock { offset_ns: 1_000 }, 32768..=60999)
+        Converter::new(Arc::from("node-a"), Clock::with_offset(1_000), 32768..=60999)
     }
 
     fn v4(a: [u8; 4]) -> [u8; 16] {
@@ -366,13 +322,5 @@ mod tests {
         let v6: Ipv6Addr = "fd00::1".parse().unwrap();
         assert_eq!(decode_addr(AF_INET6, &v6.octets()), Some(IpAddr::V6(v6)));
         assert_eq!(decode_addr(99, &[0; 16]), None);
-    }
-
-    #[test]
-    fn clock_offset_is_realtime_minus_boottime() {
-        let clock = Clock::measure();
-        let wall = clock.to_wall(Clock::boot_now());
-        let real = clock_ns(libc::CLOCK_REALTIME);
-        assert!((real - wall).abs() < 50_000_000, "{real} vs {wall}");
     }
 }

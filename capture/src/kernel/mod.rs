@@ -59,7 +59,9 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 pub use error::{KernelError, MINIMUM_KERNEL};
 
-use convert::{Clock, Converter};
+use convert::Converter;
+
+use crate::clock::Clock;
 pub use hooks::UdpPath;
 use hooks::{attach_all, Attached};
 use udp::UdpFlows;
@@ -90,6 +92,8 @@ pub struct KernelConfig {
     pub cgroup_path: Option<PathBuf>,
     /// An open TCP connection that moved bytes is reported again at most this often.
     pub progress_interval: Duration,
+    /// The clock events are stamped with; a capture shares one with its other sources.
+    pub clock: Clock,
     /// Directory of pinned network namespaces (`ip netns`, container runtimes: one per
     /// pod) whose established connections are enumerated at start, besides the
     /// capture's own namespace; `None`: only its own. Entering them needs CAP_SYS_ADMIN.
@@ -112,6 +116,7 @@ impl KernelConfig {
             cgroup_path: None,
             progress_interval: Duration::from_secs(10),
             netns_dir: Some(PathBuf::from("/var/run/netns")),
+            clock: Clock::measure(),
         }
     }
 }
@@ -332,7 +337,7 @@ impl KernelCapture {
             udp_flows,
             conns,
             counters,
-            converter: Converter::new(config.node, Clock::measure(), system::ephemeral_ports()),
+            converter: Converter::new(config.node, config.clock, system::ephemeral_ports()),
             udp: UdpFlows::default(),
             drain_tick,
             next_udp_flush: Instant::now() + config.udp_flush_interval,

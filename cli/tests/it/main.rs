@@ -3,6 +3,7 @@
 
 mod analyze;
 mod build;
+mod clock_step;
 mod deploy;
 mod e2e;
 mod kernels;
