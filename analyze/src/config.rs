@@ -72,6 +72,10 @@ pub struct Config {
     /// watch), so its dependency stays current while it lives.
     #[serde(with = "humantime_serde_compat")]
     pub progress_interval: Duration,
+    /// Bytes of the kernel's event ring buffer (capture, watch): a power of two of at
+    /// least 4096. It absorbs bursts while user space is busy; events beyond it are
+    /// dropped, and counted.
+    pub ring_buffer_bytes: u32,
     /// Service type rules checked before the built-in ones, first match wins.
     pub type_rules: Vec<TypeRule>,
 }
@@ -120,6 +124,7 @@ impl Default for Config {
             min_emit_interval: Duration::from_secs(5),
             dedup_window: Duration::from_secs(5),
             progress_interval: Duration::from_secs(10),
+            ring_buffer_bytes: 4 << 20,
             type_rules: Vec::new(),
         }
     }
@@ -214,6 +219,9 @@ impl Config {
         }
         if self.progress_interval.is_zero() {
             return Err(value("progress_interval must be longer than 0s"));
+        }
+        if !self.ring_buffer_bytes.is_power_of_two() || self.ring_buffer_bytes < 4096 {
+            return Err(value("ring_buffer_bytes must be a power of two of at least 4096"));
         }
         for rule in &self.type_rules {
             if rule.image.is_none() && rule.port.is_none() && rule.name.is_none() && rule.label.is_none() {

@@ -14,4 +14,5 @@ pub mod kubectl_file;
 pub mod netns_addr;
 pub mod record;
 pub mod serve;
+mod sink;
 pub mod watch;

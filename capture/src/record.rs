@@ -20,6 +20,7 @@ use crate::k8s_api::{K8sApiError, KubeCounters, KubeOptions, KubeWatch};
 use crate::kernel::{KernelCapture, KernelConfig, KernelCounters, KernelError, SkippedHook};
 use crate::kubectl_file::KubectlFile;
 use crate::netns_addr::NetnsAddresses;
+use crate::sink::RecordingSink;
 
 /// Events from different CPUs reach user space slightly out of order; by default they
 /// are held this long (in event time) and sorted before anything consumes them.
@@ -97,6 +98,9 @@ pub enum CaptureError {
     /// Watching the Kubernetes API failed in a way retrying cannot fix (RBAC, credentials).
     #[error(transparent)]
     K8sApi(#[from] K8sApiError),
+    /// The recording writer's thread could not start or died.
+    #[error("the recording writer: {0}")]
+    Writer(String),
 }
 
 /// Consumes the time-ordered stream of a live capture.
@@ -199,17 +203,6 @@ async fn next_api_changes(watch: Option<&mut KubeWatch>) -> Result<Vec<ObjectEve
     }
 }
 
-fn write_events(writer: Option<&mut RecordingWriter>, events: &[Event]) -> Result<(), ReplayError> {
-    let Some(writer) = writer else { return Ok(()) };
-    for event in events {
-        match event {
-            Event::Conn(c) => writer.write_conn(c)?,
-            Event::Object(o) => writer.write_object(o)?,
-        }
-    }
-    Ok(())
-}
-
 /// What the kernel side (and the API watch) lost, as a recording reports it.
 fn losses(k: &KernelCounters, api: Option<&KubeWatch>) -> LossCounters {
     LossCounters {
@@ -218,6 +211,12 @@ fn losses(k: &KernelCounters, api: Option<&KubeWatch>) -> LossCounters {
         evicted: k.conn_evictions + k.udp_flow_evictions,
         unparsed: k.events_malformed + api.map_or(0, |a| a.counters().unparsable),
     }
+}
+
+/// Adds the events the recording sink dropped while its disk was behind (the sink adds
+/// them itself to what it writes in the recording).
+fn with_sink_drops(losses: LossCounters, sink: Option<&RecordingSink>) -> LossCounters {
+    LossCounters { dropped: losses.dropped + sink.map_or(0, RecordingSink::dropped), ..losses }
 }
 
 /// Runs a capture until `options.duration` passes or `shutdown` resolves, then flushes
@@ -255,7 +254,7 @@ pub async fn capture(
         tracing::warn!("skipped {} ({}): {}; {}", skipped.program, skipped.hook, skipped.reason, skipped.consequence);
     }
     let mut writer = match &options.out {
-        Some(out) => Some(RecordingWriter::create(out, meta, WriterOptions::default())?),
+        Some(out) => Some(RecordingSink::start(RecordingWriter::create(out, meta, WriterOptions::default())?)?),
         None => None,
     };
     let window = i64::try_from(options.reorder_window.as_nanos()).unwrap_or(i64::MAX);
@@ -287,7 +286,7 @@ pub async fn capture(
                 () = &mut shutdown => return Ok(()),
                 _ = checkpoint.tick() => {
                     if let Some(writer) = writer.as_mut() {
-                        writer.checkpoint(&losses(&kernel.counters()?, api.as_ref()))?;
+                        writer.checkpoint(&losses(&kernel.counters()?, api.as_ref()));
                     }
                 }
                 _ = second.tick() => {
@@ -299,7 +298,7 @@ pub async fn capture(
                         writer.note_tick(now);
                     }
                     let counters = kernel.counters()?;
-                    consumer.losses(&losses(&counters, api.as_ref()));
+                    consumer.losses(&with_sink_drops(losses(&counters, api.as_ref()), writer.as_ref()));
                     consumer.tick(now, &counters);
                 }
                 read = kernel.next_batch(&mut batch) => {
@@ -312,7 +311,12 @@ pub async fn capture(
             // horizon is `newest - window`).
             reorder.newest = reorder.newest.max(clock.now().saturating_sub(settled_lag).saturating_add(window));
             let released = reorder.release(false);
-            write_events(writer.as_mut(), released)?;
+            if let Some(writer) = writer.as_mut() {
+                if let Some(error) = writer.take_error() {
+                    return Err(error.into());
+                }
+                writer.write(released);
+            }
             consumer.events(released);
         }
     }
@@ -322,10 +326,11 @@ pub async fn capture(
         // and the segments finalized; the recording stays marked unfinished.
         let losses = kernel.counters().map(|c| losses(&c, api.as_ref())).unwrap_or_default();
         let released = reorder.release(true);
-        if let Some(writer) = writer.as_mut() {
+        if let Some(mut writer) = writer {
+            writer.write(released);
             // The failure itself is what gets reported; a second one while saving
             // cannot be, beyond the log.
-            if let Err(e) = write_events(Some(&mut *writer), released).and_then(|()| writer.checkpoint(&losses)) {
+            if let Err(e) = writer.abandon(&losses) {
                 tracing::warn!("saving the recording after the capture failed: {e}");
             }
         }
@@ -334,12 +339,16 @@ pub async fn capture(
     let counters = kernel.finish(&mut batch)?;
     reorder.push_conns(&mut batch);
     let released = reorder.release(true);
-    write_events(writer.as_mut(), released)?;
+    if let Some(writer) = writer.as_mut() {
+        writer.write(released);
+    }
     consumer.events(released);
-    let losses = losses(&counters, api.as_ref());
+    let source_losses = losses(&counters, api.as_ref());
+    let losses = with_sink_drops(source_losses, writer.as_ref());
     consumer.losses(&losses);
     let counters_written = match writer {
-        Some(writer) => writer.finish(&losses)?.counters,
+        // The sink adds what it dropped itself.
+        Some(writer) => writer.finish(&source_losses)?.counters,
         None => smap_replay::Counters::default(),
     };
     Ok(CaptureSummary {

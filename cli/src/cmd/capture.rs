@@ -17,6 +17,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     let max_connections = args.max_connections.unwrap_or(config.max_connections);
     kernel.max_connections = u32::try_from(max_connections).context("--max-connections is too large")?;
     kernel.progress_interval = config.progress_interval;
+    kernel.ring_buffer_bytes = config.ring_buffer_bytes;
     kernel.netns_dir = Some(args.netns_dir.clone());
     let options = CaptureOptions {
         out: Some(args.out.clone()),

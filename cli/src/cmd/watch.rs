@@ -29,6 +29,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     kernel.cgroup_path = args.cgroup_path.clone();
     kernel.max_connections = u32::try_from(config.max_connections).context("--max-connections is too large")?;
     kernel.progress_interval = config.progress_interval;
+    kernel.ring_buffer_bytes = config.ring_buffer_bytes;
     kernel.netns_dir = Some(args.netns_dir.clone());
     let options = CaptureOptions {
         out: args.record.clone(),
