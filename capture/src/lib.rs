@@ -7,6 +7,7 @@
 //! time-ordered stream, records it and hands it to a live consumer; [`watch`] is the
 //! consumer of `smap watch` (change events, live state) and [`serve`] its HTTP endpoints.
 
+mod background;
 pub mod clock;
 pub mod k8s_api;
 pub mod kernel;

@@ -7,6 +7,12 @@
 //! quiet cluster; the lag leaves room for events still on their way (kernel drain,
 //! reordering), which then cannot be overtaken by a timer, and the live stream stays
 //! the one a replay of its recording gives.
+//!
+//! The change events are written on a thread of their own ([`crate::background`]): a
+//! reader that stops reading (a paused terminal, a stuck log shipper) fills the pipe,
+//! and the capture must go on draining the kernel meanwhile. Up to
+//! [`MAX_PENDING_BYTES`] wait for it; past that, batches are dropped and counted
+//! (`change_events_dropped_bytes` in `/stats`).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -20,16 +26,20 @@ use smap_replay::time::format_rfc3339;
 use smap_replay::{Event, LossCounters, TimeNs};
 use tokio::sync::Notify;
 
+use crate::background::Worker;
 use crate::kernel::KernelCounters;
 use crate::record::LiveConsumer;
 use crate::serve::{LiveState, MetricsInput, Operation, Published};
 
 pub use smap_analyze::events::IDLE_LAG;
 
+/// Change-event bytes waiting for a slow reader, at most.
+pub const MAX_PENDING_BYTES: u64 = 64 << 20;
+
 /// Feeds the change tracker, writes change events, publishes live state.
 pub struct WatchConsumer {
     tracker: ChangeTracker,
-    sink: std::io::BufWriter<Box<dyn Write>>,
+    sink: Worker<Vec<u8>, std::io::Error>,
     failure: Option<std::io::Error>,
     stop: Arc<Notify>,
     state: Arc<LiveState>,
@@ -42,10 +52,30 @@ pub struct WatchConsumer {
 
 impl WatchConsumer {
     /// A consumer writing NDJSON change events to `sink` and publishing into `state`.
-    pub fn new(config: Config, options: EmitterOptions, sink: Box<dyn Write>, state: Arc<LiveState>) -> Self {
-        WatchConsumer {
+    /// Fails only if the writing thread cannot start.
+    pub fn new(
+        config: Config,
+        options: EmitterOptions,
+        sink: Box<dyn Write + Send>,
+        state: Arc<LiveState>,
+    ) -> std::io::Result<Self> {
+        let mut out = sink;
+        // A chunk is one batch, serialized whole: written and flushed at once, so a
+        // reader sees every batch as it happens.
+        let write = move |chunk: Vec<u8>| {
+            out.write_all(&chunk)?;
+            out.flush()
+        };
+        let sink = Worker::start(
+            "smap-events-out",
+            MAX_PENDING_BYTES,
+            "the change-event reader is not keeping up: dropping change events until it does",
+            write,
+            || Ok(()),
+        )?;
+        Ok(WatchConsumer {
             tracker: ChangeTracker::new(config, options),
-            sink: std::io::BufWriter::new(sink),
+            sink,
             failure: None,
             stop: Arc::new(Notify::new()),
             state,
@@ -54,7 +84,7 @@ impl WatchConsumer {
             lost: LossCounters::default(),
             idle_lag: smap_analyze::events::idle_lag_ns(),
             unpublished: true,
-        }
+        })
     }
 
     /// Notified when the consumer cannot go on (its output was closed): the capture's
@@ -74,34 +104,41 @@ impl WatchConsumer {
         self.tracker.finish(&mut self.buffer);
         self.write();
         self.publish();
-        match self.failure.take() {
+        if !self.sink.join() {
+            return Err(std::io::Error::other("the change-event writer panicked"));
+        }
+        match self.failure.take().or_else(|| self.sink.take_error()) {
             Some(error) => Err(error),
             None => Ok(()),
         }
     }
 
-    /// Writes and clears the buffered change events; after a failure they are dropped
-    /// (the pipeline goes on folding until the shutdown it asked for).
+    /// Hands the buffered change events to the writing thread and clears them; after a
+    /// failure they are dropped (the pipeline goes on folding until the shutdown it
+    /// asked for).
     fn write(&mut self) {
-        if self.buffer.is_empty() {
-            return;
-        }
         if self.failure.is_none() {
-            let written = self
-                .buffer
-                .iter()
-                .try_for_each(|event| {
-                    serde_json::to_writer(&mut self.sink, event).map_err(std::io::Error::from)?;
-                    self.sink.write_all(b"\n")
-                })
-                .and_then(|()| self.sink.flush());
-            if let Err(error) = written {
+            if let Some(error) = self.sink.take_error() {
                 if error.kind() != std::io::ErrorKind::BrokenPipe {
                     tracing::error!("writing change events: {error}; stopping");
                 }
                 self.failure = Some(error);
                 self.stop.notify_one();
             }
+        }
+        if self.buffer.is_empty() {
+            return;
+        }
+        if self.failure.is_none() {
+            let mut chunk = Vec::new();
+            for event in &self.buffer {
+                // Serializing our own types into memory cannot fail.
+                if serde_json::to_writer(&mut chunk, event).is_ok() {
+                    chunk.push(b'\n');
+                }
+            }
+            let cost = chunk.len() as u64;
+            self.sink.submit(chunk, cost);
         }
         self.buffer.clear();
     }
@@ -139,6 +176,7 @@ impl WatchConsumer {
                 "object": counters.object_events.values().sum::<u64>(),
             },
             "change_events": change_events,
+            "change_events_dropped_bytes": self.sink.dropped(),
             "map": {
                 "services": gauges.services,
                 "dependencies": gauges.dependencies,

@@ -40,7 +40,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         reorder_window: DEFAULT_REORDER_WINDOW,
         config: serde_json::to_value(&config).context("serializing config")?,
     };
-    let sink: Box<dyn Write> = if args.events.as_os_str() == "-" {
+    let sink: Box<dyn Write + Send> = if args.events.as_os_str() == "-" {
         Box::new(std::io::stdout())
     } else {
         Box::new(
@@ -50,7 +50,8 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     };
     let state = LiveState::new();
     let emitter = EmitterOptions { debug_connections: args.debug_connections };
-    let mut consumer = WatchConsumer::new(config, emitter, sink, state.clone());
+    let mut consumer =
+        WatchConsumer::new(config, emitter, sink, state.clone()).context("starting the change-event writer")?;
     let stop = consumer.stop_signal();
 
     // Two workers: the pipeline on one, so HTTP requests never wait for a batch.

@@ -1,11 +1,13 @@
-//! As root: the recording's disk stalls for seconds in the middle of a busy capture, as a
-//! node's root volume does under another pod's I/O or a network disk does when its
-//! path fails over. The capture must keep draining the kernel: no event dropped, every
-//! connection recorded once the disk is back.
+//! As root: what smap writes to stalls for seconds in the middle of a busy capture. The
+//! recording's disk, as a node's root volume does under another pod's I/O or a network
+//! disk does when its path fails over; `smap watch`'s change-event reader, as a paused
+//! terminal or a stuck log shipper does. The capture must keep draining the kernel: no
+//! event dropped, everything written once the output moves again.
 //!
-//! The stall is real: an ext4 filesystem on a loop device, frozen with `fsfreeze` (every
-//! write and fsync blocks until it is thawed). Needs root, losetup, mkfs.ext4 and
-//! fsfreeze (util-linux, e2fsprogs); skipped with a printed reason elsewhere.
+//! The stalls are real: an ext4 filesystem on a loop device frozen with `fsfreeze`
+//! (every write and fsync blocks until it is thawed), and a pipe of one page that the
+//! test stops reading. Needs root; the disk test also losetup, mkfs.ext4 and fsfreeze
+//! (util-linux, e2fsprogs). Skipped with a printed reason elsewhere.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -134,4 +136,83 @@ fn a_disk_that_stalls_for_seconds_loses_no_event_of_a_busy_capture() {
     // The stall must have been long and busy enough to overflow the ring if the capture
     // had waited for the disk: four 136-byte records a connection.
     assert!(during * 4 * 136 > 2 * RING_BYTES, "only {during} connections during the stall: the test proves nothing");
+}
+
+#[test]
+fn a_change_event_reader_that_stops_reading_loses_no_event_of_a_busy_watch() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::Stdio;
+
+    if !require_root("a_change_event_reader_that_stops_reading_loses_no_event_of_a_busy_watch") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = dir.path().join("k8s.json");
+    std::fs::write(&kubectl, r#"{"apiVersion":"v1","kind":"List","items":[]}"#).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, format!("ring_buffer_bytes: {RING_BYTES}\n")).unwrap();
+    let rec = dir.path().join("rec");
+
+    // A one-page pipe: a few change events fill it, then every write blocks.
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors we then own; F_SETPIPE_SZ only resizes.
+    let (read_end, write_end) = unsafe {
+        assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        assert!(libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 4096) >= 4096);
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    let http = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // Every connection event becomes a change event (--debug-connections), as much as
+    // a busy node writes.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_smap"))
+        .args(["watch", "--k8s-from", kubectl.to_str().unwrap(), "--record", rec.to_str().unwrap()])
+        .args(["--events", "-", "--debug-connections", "--config", config.to_str().unwrap()])
+        .args(["--listen", &http.to_string(), "--node", "stall-node"])
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !rec.join("recording.json").exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "watch did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (stop, made) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let client = churn(port, stop.clone(), made.clone());
+    // Nobody reads for four seconds.
+    std::thread::sleep(Duration::from_secs(4));
+    let during = made.load(Ordering::Relaxed);
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::fs::File::from(read_end).read_to_string(&mut text).unwrap();
+        text
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = i32::try_from(watch.id()).unwrap();
+    // SAFETY: kill(2) on a child we spawned and have not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = watch.wait().unwrap();
+    let mut stderr = String::new();
+    watch.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    let events = reader.join().unwrap();
+
+    let recording = Recording::open(&rec).unwrap();
+    assert_eq!(recording.meta().counters.dropped, 0, "{stderr}");
+    let made = made.load(Ordering::Relaxed);
+    let connects = |e: &&str| e.contains("\"kind\":\"tcp_connect\"") && e.contains(&format!("\"dest_port\":{port},"));
+    assert_eq!(events.lines().filter(connects).count() as u64, made, "every connection in the change events");
+    assert!(during * 4 * 136 > 2 * RING_BYTES, "only {during} connections while nobody read: the test proves nothing");
 }

@@ -89,7 +89,8 @@ fn the_live_path_streams_what_build_events_replays() {
     for batch in [1, 7, 500] {
         let sink = Shared::default();
         let mut consumer =
-            WatchConsumer::new(fast_config(), EmitterOptions::default(), Box::new(sink.clone()), LiveState::new());
+            WatchConsumer::new(fast_config(), EmitterOptions::default(), Box::new(sink.clone()), LiveState::new())
+                .unwrap();
         drive(&mut consumer, &events, batch);
         assert_eq!(sink.text(), replayed, "batches of {batch}");
     }
@@ -119,7 +120,7 @@ fn a_replay_fires_the_idle_timers_the_live_session_fired_after_its_last_event() 
     let last_tick = last + 5_000_000_000;
     let sink = Shared::default();
     let mut consumer =
-        WatchConsumer::new(fast_config(), EmitterOptions::default(), Box::new(sink.clone()), LiveState::new());
+        WatchConsumer::new(fast_config(), EmitterOptions::default(), Box::new(sink.clone()), LiveState::new()).unwrap();
     consumer.ready();
     consumer.events(&events);
     consumer.tick(last_tick, &KernelCounters::default());
@@ -220,7 +221,7 @@ fn every_endpoint_serves_the_pipelines_state() {
 
     let sink = Shared::default();
     let mut consumer =
-        WatchConsumer::new(fast_config(), EmitterOptions::default(), Box::new(sink.clone()), state.clone());
+        WatchConsumer::new(fast_config(), EmitterOptions::default(), Box::new(sink.clone()), state.clone()).unwrap();
     let events = events_of(SHOP);
     drive(&mut consumer, &events, 100);
     assert_eq!(get(address, "/readyz").0, 200);
@@ -280,7 +281,8 @@ fn every_endpoint_serves_the_pipelines_state() {
 fn the_live_map_reports_losses_as_build_reports_the_recordings() {
     let state = LiveState::new();
     let sink = Shared::default();
-    let mut consumer = WatchConsumer::new(fast_config(), EmitterOptions::default(), Box::new(sink), state.clone());
+    let mut consumer =
+        WatchConsumer::new(fast_config(), EmitterOptions::default(), Box::new(sink), state.clone()).unwrap();
     let events = events_of(SHOP);
     consumer.ready();
     consumer.events(&events);
