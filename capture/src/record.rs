@@ -250,8 +250,17 @@ pub async fn capture(
     // Load the programs before creating the recording: a host that cannot run them
     // leaves no empty recording behind.
     let mut kernel = KernelCapture::start(KernelConfig { clock, ..options.kernel.clone() })?;
+    // One line per cause: a set of programs refused together (the UDP function hooks
+    // under lockdown) is one warning, not one per program.
+    let mut causes: Vec<(&str, &str, Vec<&str>)> = Vec::new();
     for skipped in kernel.skipped() {
-        tracing::warn!("skipped {} ({}): {}; {}", skipped.program, skipped.hook, skipped.reason, skipped.consequence);
+        match causes.iter_mut().find(|(r, c, _)| *r == skipped.reason && *c == skipped.consequence) {
+            Some((_, _, hooks)) => hooks.push(skipped.hook),
+            None => causes.push((&skipped.reason, skipped.consequence, vec![skipped.hook])),
+        }
+    }
+    for (reason, consequence, hooks) in causes {
+        tracing::warn!("skipped {}: {reason}; without them: {consequence}", hooks.join(", "));
     }
     let mut writer = match &options.out {
         Some(out) => Some(RecordingSink::start(RecordingWriter::create(out, meta, WriterOptions::default())?)?),

@@ -77,7 +77,7 @@ pub enum KernelError {
     },
 
     /// The kernel verifier rejected a program.
-    #[error("the kernel verifier rejected program {program}: {source}\nverifier log:\n{log}")]
+    #[error("the kernel verifier rejected program {program}: {source}{}", log_suffix(.log))]
     Verifier {
         /// Program name in the object.
         program: &'static str,
@@ -154,4 +154,14 @@ pub enum KernelError {
         #[source]
         source: io::Error,
     },
+}
+
+/// The verifier's log on lines of its own, when it wrote one (a refusal before
+/// verification, such as lockdown's EPERM, leaves it empty).
+fn log_suffix(log: &str) -> String {
+    if log.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\nverifier log:\n{log}")
+    }
 }
