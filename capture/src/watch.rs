@@ -8,7 +8,7 @@
 //! reordering), which then cannot be overtaken by a timer, and the live stream stays
 //! the one a replay of its recording gives.
 //!
-//! The change events are written on a thread of their own ([`crate::background`]): a
+//! The change events are written on a thread of their own (`background.rs`): a
 //! reader that stops reading (a paused terminal, a stuck log shipper) fills the pipe,
 //! and the capture must go on draining the kernel meanwhile. Up to
 //! [`MAX_PENDING_BYTES`] wait for it; past that, batches are dropped and counted
