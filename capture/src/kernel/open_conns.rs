@@ -1,6 +1,7 @@
 //! Connections that were open before the capture started, and those still open when it
 //! stops: the enumeration of each reachable network namespace at start (the `iter/tcp`
-//! program), and the end-of-capture report read from the kernel's `conns` map.
+//! program), and the end-of-capture report read from the kernel's `conns` map; and
+//! how many entries that map evicted.
 //!
 //! A connection that moves bytes is found by the data-path programs on its own; the
 //! enumeration adds the idle ones (a database pool between queries) and the listeners,
@@ -141,4 +142,30 @@ pub(crate) fn open_at_end(conns: &BpfHashMap<MapData, u64, ConnState>, now_ns: u
         .filter(|(key, _)| seen.insert(*key))
         .filter_map(|(_, state)| state.open_at_end(now_ns))
         .collect()
+}
+
+/// Evictions from the connection table that certainly happened, from the inserts
+/// counted before listing it, the deletes counted after, and the entries listed.
+///
+/// Connections close while the table is listed: with the deletes counted before, each
+/// such close would pass for an eviction, and the running maximum would keep it. Inserts
+/// during the listing can only make this smaller: it never over-counts.
+pub(super) fn evictions_at_least(inserts_before: u64, deletes_after: u64, listed: usize) -> u64 {
+    inserts_before.saturating_sub(deletes_after).saturating_sub(listed as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_closing_while_the_table_is_listed_are_not_evictions() {
+        // 10 opened, none closed when the counters are read; 3 close during the listing,
+        // which finds the other 7: nothing was evicted.
+        assert_eq!(evictions_at_least(10, 3, 7), 0);
+        // 2 evicted before the listing and 1 closed during it: at least 2.
+        assert_eq!(evictions_at_least(10, 1, 7), 2);
+        // 4 opened during the listing and seen by it: still no invented eviction.
+        assert_eq!(evictions_at_least(10, 0, 14), 0);
+    }
 }
