@@ -6,11 +6,12 @@
 use std::net::IpAddr;
 
 use hashbrown::HashMap;
-use smap_replay::{ConnFacts, ConnKind, ConnRecord, Event, ObjectAction, ObjectEvent, Protocol, Side, TimeNs};
+use smap_replay::{ConnFacts, ConnKind, ConnRecord, Event, ObjectEvent, Protocol, Side, TimeNs};
 
 use crate::cluster::{Changed, ClusterState};
 use crate::config::Config;
 use crate::conn_table::{count_new_bytes, directed_bytes, ConnKey, ConnState, ConnTable};
+use crate::object_versions::ObjectVersions;
 use crate::resolve::{is_local, resolve_destination, resolve_source, EntityRef};
 use crate::topology::BuildStats;
 
@@ -83,8 +84,7 @@ pub struct Engine {
     destination_cache: HashMap<IpAddr, Vec<(u16, EntityId, u16)>>,
     window: Option<(TimeNs, TimeNs)>,
     stats: BuildStats,
-    /// Newest resourceVersion applied per object uid, and whether it was deleted.
-    object_versions: HashMap<String, (u64, bool)>,
+    object_versions: ObjectVersions,
     /// Some connection was keyed by its server (a client port talking to several at
     /// once): from then on every TCP event looks for one.
     server_keyed: bool,
@@ -110,7 +110,7 @@ impl Engine {
             destination_cache: HashMap::new(),
             window: None,
             stats: BuildStats::default(),
-            object_versions: HashMap::new(),
+            object_versions: ObjectVersions::default(),
             server_keyed: false,
         }
     }
@@ -172,7 +172,8 @@ impl Engine {
 
     fn apply_object(&mut self, object: &ObjectEvent) -> Applied {
         self.stats.object_events += 1;
-        if self.seen_before(object) {
+        if self.object_versions.seen_before(object) {
+            self.stats.duplicate_objects += 1;
             return Applied::default();
         }
         match self.cluster.apply(object) {
@@ -192,41 +193,6 @@ impl Engine {
             }
         }
         Applied { cluster_changed: true, ..Applied::default() }
-    }
-
-    /// Whether this version of the object was applied already: every node's recording
-    /// carries the whole cluster's changes, and a lagging node's copy of an old version
-    /// must not undo a newer one (a pod brought back after its delete would take its IP
-    /// from the pod that holds it now). resourceVersions are etcd revisions; objects
-    /// whose version is not a number are always applied.
-    fn seen_before(&mut self, object: &ObjectEvent) -> bool {
-        let Ok(version) = object.resource_version.parse::<u64>() else { return false };
-        if object.uid.is_empty() {
-            return false;
-        }
-        let deleted = object.action == ObjectAction::Deleted;
-        let duplicate = match self.object_versions.get_mut(object.uid.as_str()) {
-            // A delete may carry the object's last version: it counts once.
-            Some((_, true)) if deleted => true,
-            Some((last, was_deleted)) if deleted => {
-                *was_deleted = true;
-                *last = (*last).max(version);
-                false
-            }
-            Some((last, was_deleted)) if *was_deleted || version <= *last => true,
-            Some((last, _)) => {
-                *last = version;
-                false
-            }
-            None => {
-                self.object_versions.insert(object.uid.clone(), (version, deleted));
-                false
-            }
-        };
-        if duplicate {
-            self.stats.duplicate_objects += 1;
-        }
-        duplicate
     }
 
     fn apply_conn(&mut self, e: &ConnFacts) -> Applied {
