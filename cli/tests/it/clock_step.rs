@@ -7,13 +7,12 @@
 //! runs only where tests/vm/inside.sh says it is inside a VM (`SMAP_VM=1`), which the
 //! kernel matrix in CI is; elsewhere it says so and skips.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use smap_e2e::{require_root, say_skipped, Cluster, ServicePort, ServiceSpec};
+use smap_e2e::{require_root, say_skipped, Cluster, ServicePort};
 
-use crate::e2e::{assert_replay_is_the_live_stream, kubectl_file, pod, wait_for_lines, Watch, NS, ONE_AT_A_TIME};
+use crate::e2e::{assert_replay_is_the_live_stream, kubectl_file, pod, service, wait_for_lines, Watch, ONE_AT_A_TIME};
 
 /// Steps CLOCK_REALTIME by `by_s` seconds (negative: back).
 fn step_wall_clock(by_s: i64) {
@@ -52,13 +51,7 @@ fn a_wall_clock_step_during_watch_expires_nothing_and_moves_no_event() {
     let mut cluster = Cluster::new("clock").unwrap();
     let web = pod(&mut cluster, "web1", 10, "web", "nginx:1.27", &[]);
     let api = pod(&mut cluster, "api1", 20, "api", "registry.example/shop/api:2.4.1", &[8080]);
-    let api_svc = cluster
-        .add_service(
-            ServiceSpec::new(NS, "api", Ipv4Addr::new(10, 96, 0, 20))
-                .port(ServicePort::tcp(80, 8080))
-                .selector("app", "api"),
-        )
-        .unwrap();
+    let api_svc = service(&mut cluster, "api", 20, ServicePort::tcp(80, 8080));
     let _server = cluster.serve_tcp(&api, 8080).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubectl = kubectl_file(dir.path(), &cluster);

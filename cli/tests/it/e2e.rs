@@ -86,6 +86,20 @@ impl Capture {
     }
 }
 
+/// The Service `name` on ClusterIP 10.96.0.`last`, selecting the pods labelled `app=name`.
+pub(crate) fn service(cluster: &mut Cluster, name: &str, last: u8, port: ServicePort) -> smap_e2e::ServiceRef {
+    cluster
+        .add_service(ServiceSpec::new(NS, name, Ipv4Addr::new(10, 96, 0, last)).port(port).selector("app", name))
+        .unwrap()
+}
+
+/// `k8s.json` in `dir` for a cluster with no objects (a capture without it warns).
+pub(crate) fn empty_kubectl(dir: &Path) -> PathBuf {
+    let path = dir.join("k8s.json");
+    std::fs::write(&path, r#"{"apiVersion":"v1","kind":"List","items":[]}"#).unwrap();
+    path
+}
+
 /// `k8s.json` in `dir`, holding the cluster's objects as `kubectl get -o json` gives them.
 pub(crate) fn kubectl_file(dir: &Path, cluster: &Cluster) -> PathBuf {
     let path = dir.join("k8s.json");

@@ -5,7 +5,7 @@
 use smap_capture::kernel::MINIMUM_KERNEL;
 use smap_e2e::require_root;
 
-use crate::e2e::ONE_AT_A_TIME;
+use crate::e2e::{empty_kubectl, ONE_AT_A_TIME};
 use crate::{assert_input_error, smap, stderr};
 
 /// (major, minor) of a release such as `6.1.0-50-amd64` or `6.12.95+deb12-amd64`.
@@ -24,8 +24,7 @@ fn capture_runs_or_says_in_one_line_that_the_kernel_is_too_old() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rec");
     // An empty cluster: without Kubernetes state the capture warns, which is another line.
-    let kubectl = dir.path().join("k8s.json");
-    std::fs::write(&kubectl, r#"{"apiVersion":"v1","kind":"List","items":[]}"#).unwrap();
+    let kubectl = empty_kubectl(dir.path());
     let o =
         smap(&["capture", "--out", out.to_str().unwrap(), "--duration", "1s", "--k8s-from", kubectl.to_str().unwrap()]);
     if major_minor(&release) < major_minor(MINIMUM_KERNEL) {

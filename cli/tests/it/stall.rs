@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use smap_e2e::{require_root, say_skipped};
 use smap_replay::{ConnKind, Recording};
 
-use crate::e2e::{Capture, ONE_AT_A_TIME};
+use crate::e2e::{empty_kubectl, Capture, ONE_AT_A_TIME};
 
 /// The kernel's ring buffer for this test, bytes.
 const RING_BYTES: u64 = 256 << 10;
@@ -62,6 +62,18 @@ impl Drop for LoopFs {
     }
 }
 
+/// A loopback TCP server that accepts and closes every connection; its port.
+fn loopback_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    port
+}
+
 /// Connects to `port` on loopback and closes, about a thousand times a second (what a
 /// debug build of smap keeps up with on two cores), until `stop`.
 fn churn(port: u16, stop: Arc<AtomicBool>, made: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
@@ -92,16 +104,9 @@ fn a_disk_that_stalls_for_seconds_loses_no_event_of_a_busy_capture() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let fs = LoopFs::new(dir.path());
-    let kubectl = fs.mount.join("k8s.json");
-    std::fs::write(&kubectl, r#"{"apiVersion":"v1","kind":"List","items":[]}"#).unwrap();
+    let kubectl = empty_kubectl(&fs.mount);
 
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            drop(stream);
-        }
-    });
+    let port = loopback_server();
     // A small ring, which four seconds of this traffic overflow many times over unless
     // the capture keeps draining it; checkpoints every second, so that the writer also
     // fsyncs and renames inside the stall.
@@ -149,8 +154,7 @@ fn a_change_event_reader_that_stops_reading_loses_no_event_of_a_busy_watch() {
     }
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let kubectl = dir.path().join("k8s.json");
-    std::fs::write(&kubectl, r#"{"apiVersion":"v1","kind":"List","items":[]}"#).unwrap();
+    let kubectl = empty_kubectl(dir.path());
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, format!("ring_buffer_bytes: {RING_BYTES}\n")).unwrap();
     let rec = dir.path().join("rec");
@@ -163,13 +167,7 @@ fn a_change_event_reader_that_stops_reading_loses_no_event_of_a_busy_watch() {
         assert!(libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 4096) >= 4096);
         (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
     };
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            drop(stream);
-        }
-    });
+    let port = loopback_server();
     let http = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     // Every connection event becomes a change event (--debug-connections), as much as
     // a busy node writes.

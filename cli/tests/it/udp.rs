@@ -8,13 +8,13 @@
 //! failure under CI=true. Takes turns with the other end-to-end tests.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use smap_e2e::{require_root, CallOptions, CallReport, Cluster, ServicePort, ServiceSpec};
+use smap_e2e::{require_root, CallOptions, CallReport, Cluster, ServicePort};
 use smap_replay::{ConnKind, Recording, Side};
 
-use crate::e2e::{build, edges, ip, kubectl_file, pod, Capture, NS, ONE_AT_A_TIME};
+use crate::e2e::{build, edges, ip, kubectl_file, pod, service, Capture, ONE_AT_A_TIME};
 
 #[test]
 fn udp_from_connected_and_unconnected_sockets_to_plain_and_dual_stack_servers_maps_each_flow_once() {
@@ -26,20 +26,8 @@ fn udp_from_connected_and_unconnected_sockets_to_plain_and_dual_stack_servers_ma
     let web = pod(&mut cluster, "web1", 10, "web", "nginx:1.27", &[]);
     let dns = pod(&mut cluster, "dns1", 40, "dns", "coredns/coredns:1.11.1", &[]);
     let statsd = pod(&mut cluster, "statsd1", 50, "statsd", "statsd/statsd:0.10", &[]);
-    let dns_svc = cluster
-        .add_service(
-            ServiceSpec::new(NS, "dns", Ipv4Addr::new(10, 96, 0, 53))
-                .port(ServicePort::udp(53, 5353))
-                .selector("app", "dns"),
-        )
-        .unwrap();
-    let statsd_svc = cluster
-        .add_service(
-            ServiceSpec::new(NS, "statsd", Ipv4Addr::new(10, 96, 0, 50))
-                .port(ServicePort::udp(8125, 8125))
-                .selector("app", "statsd"),
-        )
-        .unwrap();
+    let dns_svc = service(&mut cluster, "dns", 53, ServicePort::udp(53, 5353));
+    let statsd_svc = service(&mut cluster, "statsd", 50, ServicePort::udp(8125, 8125));
     let _dns_server = cluster.serve_udp(&dns, 5353).unwrap();
     let _statsd_server = cluster.serve_udp_dual_stack(&statsd, 8125).unwrap();
 
