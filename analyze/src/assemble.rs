@@ -7,7 +7,7 @@ use smap_replay::time::format_rfc3339;
 
 use crate::classify::{detect_type, detect_version, TypeInputs};
 use crate::cluster::{Key, PodInfo, ServiceInfo, Workload};
-use crate::engine::Engine;
+use crate::engine::{Engine, EntityId};
 use crate::resolve::EntityRef;
 use crate::topology::{Edge, Endpoints, Health, NodeKind, Service, ServiceType, Topology, Window, TOPOLOGY_SCHEMA};
 
@@ -26,18 +26,19 @@ impl Engine {
         let mut stats = self.stats();
         let kept_entity = |entity: &EntityRef| config.keeps(entity);
         let mut edges = Vec::new();
-        let mut referenced: BTreeSet<usize> = BTreeSet::new();
+        let mut referenced: BTreeSet<EntityId> = BTreeSet::new();
         for stats_of_edge in self.edges() {
             let key = stats_of_edge.key;
-            let (source, destination) =
-                (&self.entities()[key.source as usize], &self.entities()[key.destination as usize]);
+            let (Some(source), Some(destination)) = (self.entity(key.source), self.entity(key.destination)) else {
+                continue;
+            };
             let count = stats_of_edge.connections + stats_of_edge.failed;
             if !kept_entity(source) || !kept_entity(destination) || count < config.min_connection_count {
                 stats.filtered_edges += 1;
                 continue;
             }
-            referenced.insert(key.source as usize);
-            referenced.insert(key.destination as usize);
+            referenced.insert(key.source);
+            referenced.insert(key.destination);
             edges.push(Edge {
                 source: source.id(),
                 destination: destination.id(),
@@ -64,8 +65,7 @@ impl Engine {
         for service in cluster.services().filter(|s| config.namespace_included(&s.namespace)) {
             nodes.insert(service.key.to_string(), self.service_node(service));
         }
-        for index in referenced {
-            let entity = &self.entities()[index];
+        for entity in referenced.into_iter().filter_map(|id| self.entity(id)) {
             let id = entity.id();
             if nodes.contains_key(&id) {
                 continue;

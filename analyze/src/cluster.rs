@@ -10,7 +10,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use smap_replay::{ObjectAction, ObjectEvent, ObjectKind};
+use smap_replay::{ObjectAction, ObjectEvent, ObjectKind, TimeNs};
 
 /// `namespace/name` of a namespaced object.
 pub type Key = Arc<str>;
@@ -136,6 +136,14 @@ pub enum Changed {
     Everything,
 }
 
+/// Entries a [`ClusterState`] holds.
+pub(crate) struct ClusterFootprint {
+    pub(crate) pods: usize,
+    pub(crate) services: usize,
+    pub(crate) retired: usize,
+    pub(crate) slices: usize,
+}
+
 /// The cluster as of the current event time.
 #[derive(Debug, Default)]
 pub struct ClusterState {
@@ -151,8 +159,9 @@ pub struct ClusterState {
     node_by_ip: HashMap<IpAddr, Arc<str>>,
     /// Addresses each Node object gave, to forget them when it changes or goes.
     node_addresses: HashMap<Arc<str>, Vec<IpAddr>>,
-    /// Services as they were when deleted, so traffic to them keeps its labels.
-    retired: HashMap<Key, ServiceInfo>,
+    /// Services as they were when deleted, and when, so traffic to them keeps its
+    /// labels (until `map_retention` forgets them).
+    retired: HashMap<Key, (ServiceInfo, TimeNs)>,
     unparsed: u64,
 }
 
@@ -176,7 +185,7 @@ impl ClusterState {
                 }
             }),
             ObjectKind::Service => serde_json::from_str::<Service>(&event.object).map(|svc| {
-                self.remove_service(&key, deleted);
+                self.remove_service(&key, deleted.then_some(event.time_ns));
                 if !deleted {
                     self.insert_service(service_info(key.clone(), &svc));
                 }
@@ -256,7 +265,7 @@ impl ClusterState {
 
     /// A Service by key, also one deleted earlier.
     pub fn service(&self, key: &str) -> Option<&ServiceInfo> {
-        self.services.get(key).or_else(|| self.retired.get(key))
+        self.services.get(key).or_else(|| self.retired.get(key).map(|(service, _)| service))
     }
 
     /// Whether the Service exists now.
@@ -358,6 +367,21 @@ impl ClusterState {
         self.pods.insert(pod.key.clone(), pod);
     }
 
+    /// Forgets Services deleted before `horizon` that nothing `held` refers to.
+    pub(crate) fn forget_retired(&mut self, horizon: TimeNs, held: impl Fn(&Key) -> bool) {
+        self.retired.retain(|key, (_, deleted_at)| *deleted_at >= horizon || held(key));
+    }
+
+    /// Entries held, by kind.
+    pub(crate) fn footprint(&self) -> ClusterFootprint {
+        ClusterFootprint {
+            pods: self.pods.len(),
+            services: self.services.len(),
+            retired: self.retired.len(),
+            slices: self.slices.len(),
+        }
+    }
+
     fn remove_pod(&mut self, key: &Key) {
         if let Some(old) = self.pods.remove(key) {
             for ip in &old.ips {
@@ -378,7 +402,7 @@ impl ClusterState {
         self.services.insert(service.key.clone(), service);
     }
 
-    fn remove_service(&mut self, key: &Key, retire: bool) {
+    fn remove_service(&mut self, key: &Key, retire: Option<TimeNs>) {
         if let Some(old) = self.services.remove(key) {
             if let Some(keys) = self.services_by_namespace.get_mut(&old.namespace) {
                 keys.remove(key);
@@ -391,8 +415,8 @@ impl ClusterState {
                     self.service_by_ip.remove(ip);
                 }
             }
-            if retire {
-                self.retired.insert(key.clone(), old);
+            if let Some(deleted_at) = retire {
+                self.retired.insert(key.clone(), (old, deleted_at));
             }
         }
     }

@@ -76,9 +76,20 @@ pub struct Config {
     /// least 4096. It absorbs bursts while user space is busy; events beyond it are
     /// dropped, and counted.
     pub ring_buffer_bytes: u32,
+    /// How long the map keeps a dependency that has no traffic and no open connection
+    /// (and a node left without dependencies, and a deleted Service's labels): past it
+    /// they are forgotten, so a long `smap watch` over a churning cluster holds what it
+    /// saw lately, not all it ever saw. At least `connection_ttl`. Unset: `smap watch`
+    /// (and `smap build --events`, which replays it) use [`WATCH_MAP_RETENTION`], and
+    /// `smap build` keeps everything its recordings hold.
+    #[serde(with = "optional_duration", skip_serializing_if = "Option::is_none")]
+    pub map_retention: Option<Duration>,
     /// Service type rules checked before the built-in ones, first match wins.
     pub type_rules: Vec<TypeRule>,
 }
+
+/// The `map_retention` of `smap watch` when the config sets none.
+pub const WATCH_MAP_RETENTION: Duration = Duration::from_secs(3600);
 
 /// A user rule for service type detection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +136,7 @@ impl Default for Config {
             dedup_window: Duration::from_secs(5),
             progress_interval: Duration::from_secs(10),
             ring_buffer_bytes: 4 << 20,
+            map_retention: None,
             type_rules: Vec::new(),
         }
     }
@@ -223,6 +235,9 @@ impl Config {
         if !self.ring_buffer_bytes.is_power_of_two() || self.ring_buffer_bytes < 4096 {
             return Err(value("ring_buffer_bytes must be a power of two of at least 4096"));
         }
+        if self.map_retention.is_some_and(|r| r < self.connection_ttl || r < self.dedup_window) {
+            return Err(value("map_retention must be at least connection_ttl and dedup_window"));
+        }
         for rule in &self.type_rules {
             if rule.image.is_none() && rule.port.is_none() && rule.name.is_none() && rule.label.is_none() {
                 return Err(value("a type_rules entry needs at least one of image, port, name, label"));
@@ -279,6 +294,24 @@ mod humantime_serde_compat {
     }
 }
 
+/// An optional duration, as a humantime string when present.
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::humantime_serde_compat::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::humantime_serde_compat::deserialize(d).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +365,17 @@ collectors:
         assert!(err.contains("at least 1"), "{err}");
         let err = Config::from_yaml("collectors: [{name: other}]\n").unwrap_err().to_string();
         assert!(err.contains("service-map"), "{err}");
+        let err = Config::from_yaml("map_retention: 1m\n").unwrap_err().to_string();
+        assert!(err.contains("at least connection_ttl"), "{err}");
+    }
+
+    #[test]
+    fn map_retention_is_optional_and_round_trips() {
+        assert_eq!(Config::from_yaml("connection_ttl: 1m\n").unwrap().map_retention, None);
+        let config = Config::from_yaml("map_retention: 2h\n").unwrap();
+        assert_eq!(config.map_retention, Some(Duration::from_secs(7200)));
+        let again: Config = serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();
+        assert_eq!(again, config);
     }
 
     #[test]

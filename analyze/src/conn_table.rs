@@ -201,6 +201,18 @@ impl ConnTable {
         Some(&mut self.slot_mut(at).state)
     }
 
+    /// Every connection's state, oldest first.
+    pub(crate) fn states(&self) -> impl Iterator<Item = &ConnState> {
+        let mut at = self.oldest;
+        std::iter::from_fn(move || {
+            (at != NONE).then(|| {
+                let slot = self.slot(at);
+                at = slot.newer;
+                &slot.state
+            })
+        })
+    }
+
     /// The least recently used connection.
     pub(crate) fn oldest(&self) -> Option<(&ConnKey, &ConnState)> {
         (self.oldest != NONE).then(|| {

@@ -59,8 +59,7 @@ impl ObjectVersions {
     }
 
     /// Objects remembered (live ones and recent tombstones).
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.versions.len()
     }
 

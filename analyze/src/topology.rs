@@ -219,6 +219,9 @@ pub struct BuildStats {
     pub external_overflow: u64,
     /// Edges left out by filters (namespaces, externals, min_connection_count).
     pub filtered_edges: u64,
+    /// Edges forgotten after `map_retention` without traffic (a live map's old news).
+    #[serde(default)]
+    pub forgotten_edges: u64,
 }
 
 impl Topology {

@@ -24,7 +24,7 @@ fn fold(c: &mut Criterion) {
                     for event in events {
                         engine.apply(black_box(event));
                     }
-                    black_box(engine.edges().len())
+                    black_box(engine.edges().count())
                 });
             });
         }

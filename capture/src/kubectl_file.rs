@@ -118,5 +118,11 @@ mod tests {
                 (ObjectAction::Added, "c".to_owned(), 3)
             ]
         );
+        // It holds the last read only: objects gone from the file are forgotten, so a
+        // day of churn in the file leaves the tracker the size of the file.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, list(&[("d", "10.244.0.4")])).unwrap();
+        assert_eq!(file.poll(4).len(), 3, "b and c deleted, d added");
+        assert_eq!(file.known.len(), 1);
     }
 }

@@ -185,6 +185,7 @@ impl WatchConsumer {
             },
             "connections_active": engine.live_connections(),
             "engine": engine_stats,
+            "footprint": {"engine": engine.footprint(), "emitter": emitter.footprint()},
             "kernel": self.kernel.as_ref().map(kernel_json),
         });
         self.state.publish(Published { map, stats });

@@ -15,6 +15,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use slab::Slab;
+
 use smap_replay::time::format_rfc3339;
 use smap_replay::{ConnEvent, Event, ObjectEvent, ObjectKind, TimeNs};
 
@@ -28,6 +30,10 @@ use crate::events::model::{
 };
 use crate::resolve::EntityRef;
 use crate::topology::{Endpoints, Health, NodeKind, ServiceType};
+
+mod forget;
+
+pub use self::forget::EmitterFootprint;
 
 /// Emitter switches that are not engine configuration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -148,6 +154,8 @@ struct View {
 struct Pair {
     source: ViewIdx,
     destination: ViewIdx,
+    /// Engine edges that count into it: at none, and inactive, it can be forgotten.
+    edges: u32,
     ports: BTreeSet<PortRef>,
     traffic: Traffic,
     last_seen: TimeNs,
@@ -177,11 +185,11 @@ pub struct Emitter {
     snapshot_every: TimeNs,
     /// Event time of the last change considered.
     clock: Option<TimeNs>,
-    views: Vec<View>,
+    views: Slab<View>,
     view_ids: HashMap<EntityRef, ViewIdx>,
     entity_views: Vec<Option<ViewIdx>>,
     pod_views: HashMap<Key, Vec<ViewIdx>>,
-    pairs: Vec<Pair>,
+    pairs: Slab<Pair>,
     pair_ids: HashMap<(ViewIdx, ViewIdx), PairIdx>,
     edges: Vec<EdgeView>,
     dirty_services: BTreeSet<Key>,
@@ -210,11 +218,11 @@ impl Emitter {
             // A periodic snapshot more often than the rate limit would only be skipped.
             snapshot_every: duration_ns(config.full_snapshot_interval).max(min_emit).max(1),
             clock: None,
-            views: Vec::new(),
+            views: Slab::new(),
             view_ids: HashMap::new(),
             entity_views: Vec::new(),
             pod_views: HashMap::new(),
-            pairs: Vec::new(),
+            pairs: Slab::new(),
             pair_ids: HashMap::new(),
             edges: Vec::new(),
             dirty_services: BTreeSet::new(),
@@ -246,7 +254,7 @@ impl Emitter {
         for kind in NODE_KINDS {
             gauges.services.insert(kind, 0);
         }
-        for view in self.views.iter().filter(|v| v.present) {
+        for (_, view) in self.views.iter().filter(|(_, v)| v.present) {
             *gauges.services.entry(kind_str(view.kind)).or_default() += 1;
             match view.details.health {
                 Health::Down => gauges.down += 1,
@@ -254,7 +262,7 @@ impl Emitter {
                 Health::Healthy | Health::Unknown => {}
             }
         }
-        gauges.dependencies = self.pairs.iter().filter(|p| p.active).count() as u64;
+        gauges.dependencies = self.pairs.iter().filter(|(_, p)| p.active).count() as u64;
         gauges
     }
 
@@ -264,7 +272,7 @@ impl Emitter {
         let mut dependencies: BTreeMap<ViewIdx, Vec<String>> = BTreeMap::new();
         let mut dependents: BTreeMap<ViewIdx, Vec<String>> = BTreeMap::new();
         let mut connections = BTreeMap::new();
-        for pair in self.pairs.iter().filter(|p| p.active) {
+        for (_, pair) in self.pairs.iter().filter(|(_, p)| p.active) {
             let (source, destination) =
                 (&self.views[pair.source as usize].id, &self.views[pair.destination as usize].id);
             dependencies.entry(pair.source).or_default().push(destination.clone());
@@ -272,7 +280,7 @@ impl Emitter {
             connections.insert(format!("{source}->{destination}"), pair.traffic.connections);
         }
         let mut summary = MapSummary { dependencies: connections.len() as u64, ..MapSummary::default() };
-        for (index, view) in self.views.iter().enumerate().filter(|(_, v)| v.present) {
+        for (index, view) in self.views.iter().filter(|(_, v)| v.present) {
             let index = index as ViewIdx;
             let mut deps = dependencies.remove(&index).unwrap_or_default();
             deps.sort();
@@ -644,10 +652,9 @@ impl Emitter {
     fn on_conn(&mut self, engine: &Engine, conn: &ConnEvent, applied: Applied, out: &mut Vec<ChangeEvent>) {
         *self.counters.conn_events.entry(conn.kind.as_str()).or_default() += 1;
         if self.options.debug_connections {
-            let ids = applied.touched_edge.map(|edge| {
-                let key = engine.edges()[edge as usize].key;
-                let entities = engine.entities();
-                (entities[key.source as usize].id(), entities[key.destination as usize].id())
+            let ids = applied.touched_edge.and_then(|edge| {
+                let key = engine.edge(edge)?.key;
+                Some((engine.entity(key.source)?.id(), engine.entity(key.destination)?.id()))
             });
             let (source, destination) = ids.unzip();
             let data = NetworkConnection {
@@ -676,7 +683,7 @@ impl Emitter {
     }
 
     fn on_edge(&mut self, engine: &Engine, edge: EdgeId, out: &mut Vec<ChangeEvent>) {
-        let Some(stats) = engine.edges().get(edge as usize) else { return };
+        let Some(stats) = engine.edge(edge) else { return };
         let traffic = Traffic {
             connections: stats.connections,
             failed: stats.failed,
@@ -701,14 +708,18 @@ impl Emitter {
                 if traffic.connections + traffic.failed < self.config.min_connection_count {
                     return;
                 }
-                let source = self.entity_view(engine, key.source);
-                let destination = self.entity_view(engine, key.destination);
+                let (Some(source), Some(destination)) =
+                    (self.entity_view(engine, key.source), self.entity_view(engine, key.destination))
+                else {
+                    return;
+                };
                 if !self.views[source as usize].kept || !self.views[destination as usize].kept {
                     return;
                 }
                 let pair = self.pair_for(source, destination);
                 self.edges[edge as usize].pair = Some(pair);
                 let pair_state = &mut self.pairs[pair as usize];
+                pair_state.edges += 1;
                 pair_state.traffic.add(&traffic);
                 pair_state.ports.insert(PortRef { protocol: key.protocol.as_str().to_owned(), port: key.port });
                 pair
@@ -731,10 +742,10 @@ impl Emitter {
         if let Some(pair) = self.pair_ids.get(&(source, destination)) {
             return *pair;
         }
-        let index = index_of(self.pairs.len());
-        self.pairs.push(Pair {
+        let index = index_of(self.pairs.insert(Pair {
             source,
             destination,
+            edges: 0,
             ports: BTreeSet::new(),
             traffic: Traffic::default(),
             last_seen: TimeNs::MIN,
@@ -744,7 +755,7 @@ impl Emitter {
             reported_at: 0,
             stats: Slot::new(()),
             expiry: None,
-        });
+        }));
         self.pair_ids.insert((source, destination), index);
         self.views[source as usize].pairs.push(index);
         if source != destination {
@@ -819,17 +830,17 @@ impl Emitter {
     }
 
     /// The view of an engine entity, created on first sight.
-    fn entity_view(&mut self, engine: &Engine, entity: EntityId) -> ViewIdx {
+    fn entity_view(&mut self, engine: &Engine, entity: EntityId) -> Option<ViewIdx> {
         if let Some(Some(view)) = self.entity_views.get(entity as usize) {
-            return *view;
+            return Some(*view);
         }
-        let entity_ref = engine.entities()[entity as usize].clone();
+        let entity_ref = engine.entity(entity)?.clone();
         let view = self.view_for(engine, &entity_ref);
         if self.entity_views.len() <= entity as usize {
             self.entity_views.resize(entity as usize + 1, None);
         }
         self.entity_views[entity as usize] = Some(view);
-        view
+        Some(view)
     }
 
     /// The view of a node, created (with its details as of now) on first sight.
@@ -854,8 +865,7 @@ impl Emitter {
             health: node.health,
             endpoints: node.endpoints,
         };
-        let index = index_of(self.views.len());
-        self.views.push(View {
+        let index = index_of(self.views.insert(View {
             entity: entity.clone(),
             id: entity.id(),
             kind: node.kind,
@@ -870,7 +880,7 @@ impl Emitter {
             active_pairs: 0,
             pairs: Vec::new(),
             pods: Vec::new(),
-        });
+        }));
         self.view_ids.insert(entity.clone(), index);
         self.index_pods(index, pods);
         index

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use smap_replay::{Event, MergedEvents, TimeNs};
 
-pub use emitter::{kind_str, Emitter, EmitterCounters, EmitterOptions, MapGauges, NODE_KINDS};
+pub use emitter::{kind_str, Emitter, EmitterCounters, EmitterFootprint, EmitterOptions, MapGauges, NODE_KINDS};
 pub use model::{ChangeData, ChangeEvent, ChangeEventError, EVENT_TYPES};
 
 use crate::build::{BuildError, BuildInput, PROGRESS_EVERY};
@@ -50,6 +50,10 @@ impl ChangeTracker {
     pub fn apply(&mut self, event: &Event, out: &mut Vec<ChangeEvent>) -> Applied {
         self.emitter.before(&self.engine, event.time_ns(), out);
         let applied = self.engine.apply(event);
+        if let Some(forgotten) = self.engine.take_forgotten() {
+            // Before anything reads the engine's ids: the event may reuse one already.
+            self.emitter.forget(&self.engine, &forgotten);
+        }
         self.emitter.after(&self.engine, event, applied, out);
         applied
     }

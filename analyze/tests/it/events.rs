@@ -15,11 +15,11 @@ use smap_replay::{ConnEvent, ConnKind, Event, ObjectAction, ObjectKind, Side};
 
 use crate::object;
 
-const T0: i64 = 1_767_225_600_000_000_000;
-const MS: i64 = 1_000_000;
-const S: i64 = 1_000 * MS;
+pub(crate) const T0: i64 = 1_767_225_600_000_000_000;
+pub(crate) const MS: i64 = 1_000_000;
+pub(crate) const S: i64 = 1_000 * MS;
 
-fn pod(name: &str, ip: &str, app: &str, image: &str, t: i64, action: ObjectAction) -> Event {
+pub(crate) fn pod(name: &str, ip: &str, app: &str, image: &str, t: i64, action: ObjectAction) -> Event {
     let value = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"), "labels": {"app": app}},
@@ -30,7 +30,7 @@ fn pod(name: &str, ip: &str, app: &str, image: &str, t: i64, action: ObjectActio
     object(ObjectKind::Pod, action, value, t)
 }
 
-fn service(name: &str, cluster_ip: &str, t: i64, action: ObjectAction) -> Event {
+pub(crate) fn service(name: &str, cluster_ip: &str, t: i64, action: ObjectAction) -> Event {
     let value = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": "shop", "uid": format!("svc-{name}")},
@@ -40,7 +40,7 @@ fn service(name: &str, cluster_ip: &str, t: i64, action: ObjectAction) -> Event 
 }
 
 /// The EndpointSlice of a Service: (ip, pod, ready) per endpoint.
-fn slice(service: &str, endpoints: &[(&str, &str, bool)], t: i64, action: ObjectAction) -> Event {
+pub(crate) fn slice(service: &str, endpoints: &[(&str, &str, bool)], t: i64, action: ObjectAction) -> Event {
     let value = json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
         "metadata": {"name": format!("{service}-abc"), "namespace": "shop", "labels": {"kubernetes.io/service-name": service}},
@@ -51,7 +51,7 @@ fn slice(service: &str, endpoints: &[(&str, &str, bool)], t: i64, action: Object
     object(ObjectKind::EndpointSlice, action, value, t)
 }
 
-fn conn(kind: ConnKind, src: &str, sport: u16, dst: &str, dport: u16, t: i64) -> Event {
+pub(crate) fn conn(kind: ConnKind, src: &str, sport: u16, dst: &str, dport: u16, t: i64) -> Event {
     Event::Conn(ConnEvent {
         time_ns: t,
         node: Arc::from("node-1"),
@@ -74,12 +74,12 @@ fn conn(kind: ConnKind, src: &str, sport: u16, dst: &str, dport: u16, t: i64) ->
 }
 
 /// One connection web -> api (ClusterIP), opened at `t`.
-fn call(sport: u16, t: i64) -> Event {
+pub(crate) fn call(sport: u16, t: i64) -> Event {
     conn(ConnKind::TcpConnect, "10.244.1.10", sport, "10.96.0.20", 80, t)
 }
 
 /// web and api in namespace `shop`, both healthy, all at T0.
-fn shop() -> Vec<Event> {
+pub(crate) fn shop() -> Vec<Event> {
     let snapshot = ObjectAction::Snapshot;
     vec![
         pod("web-1", "10.244.1.10", "web", "registry.example/web:1.0", T0, snapshot),
@@ -93,7 +93,7 @@ fn shop() -> Vec<Event> {
 
 /// Rules short enough for tests: debounce 1s, rate limit 2s, snapshots every 60s,
 /// TTL 30s.
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     Config {
         change_debounce: Duration::from_secs(1),
         min_emit_interval: Duration::from_secs(2),
@@ -103,12 +103,12 @@ fn config() -> Config {
     }
 }
 
-struct Run {
-    tracker: ChangeTracker,
+pub(crate) struct Run {
+    pub(crate) tracker: ChangeTracker,
 }
 
 impl Run {
-    fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config) -> Self {
         Run { tracker: ChangeTracker::new(config, EmitterOptions::default()) }
     }
 
@@ -116,7 +116,7 @@ impl Run {
         Run { tracker: ChangeTracker::new(config, options) }
     }
 
-    fn feed(&mut self, events: impl IntoIterator<Item = Event>) -> Vec<ChangeEvent> {
+    pub(crate) fn feed(&mut self, events: impl IntoIterator<Item = Event>) -> Vec<ChangeEvent> {
         let mut out = Vec::new();
         for event in events {
             self.tracker.apply(&event, &mut out);
@@ -124,13 +124,13 @@ impl Run {
         out
     }
 
-    fn advance(&mut self, t: i64) -> Vec<ChangeEvent> {
+    pub(crate) fn advance(&mut self, t: i64) -> Vec<ChangeEvent> {
         let mut out = Vec::new();
         self.tracker.advance(t, &mut out);
         out
     }
 
-    fn finish(&mut self) -> Vec<ChangeEvent> {
+    pub(crate) fn finish(&mut self) -> Vec<ChangeEvent> {
         let mut out = Vec::new();
         self.tracker.finish(&mut out);
         out
@@ -138,7 +138,7 @@ impl Run {
 }
 
 /// `(milliseconds after T0, event_type, subject)` per event: compact to assert on.
-fn brief(events: &[ChangeEvent]) -> Vec<(i64, &'static str, String)> {
+pub(crate) fn brief(events: &[ChangeEvent]) -> Vec<(i64, &'static str, String)> {
     events
         .iter()
         .map(|e| {
@@ -161,13 +161,13 @@ fn brief(events: &[ChangeEvent]) -> Vec<(i64, &'static str, String)> {
         .collect()
 }
 
-fn b(ms: i64, kind: &'static str, subject: &str) -> (i64, &'static str, String) {
+pub(crate) fn b(ms: i64, kind: &'static str, subject: &str) -> (i64, &'static str, String) {
     (ms, kind, subject.to_owned())
 }
 
 /// A run past the initial snapshot, the first web -> api call at T0 + 10ms and the
 /// snapshot it causes (at 2s, the rate limit), with their events dropped: at T0 + 3s.
-fn settled(config: Config) -> Run {
+pub(crate) fn settled(config: Config) -> Run {
     let mut run = Run::new(config);
     run.feed(shop());
     run.feed([call(40_000, T0 + 10 * MS)]);

@@ -11,6 +11,7 @@ mod events;
 mod open_connections;
 mod port_reuse;
 mod resolution;
+mod retention;
 mod truth;
 
 /// A fresh resourceVersion: the engine applies each version of an object once.

@@ -103,6 +103,7 @@ fn progress_keeps_an_edge_current() {
     let progress = engine.apply(&report(ConnKind::TcpProgress, Side::Client, later, 10, 0));
     assert_eq!(progress.new_edge, None, "not a new dependency");
     assert_eq!(progress.touched_edge, first.new_edge);
-    assert_eq!(engine.edges()[0].last_seen, later);
-    assert_eq!(engine.edges()[0].connections, 1);
+    let edge = engine.edges().next().unwrap();
+    assert_eq!(edge.last_seen, later);
+    assert_eq!(edge.connections, 1);
 }

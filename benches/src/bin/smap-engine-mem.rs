@@ -120,7 +120,7 @@ fn main() -> ExitCode {
     }
     let after = rss_kib();
     let heap_after = ALLOCATED.load(Ordering::Relaxed);
-    let edges = engine.edges().len();
+    let edges = engine.edges().count();
     let traffic_heap = table_heap + (heap_after - heap_before);
     let per_connection = traffic_heap as f64 / engine.live_connections().max(1) as f64;
     let mib = |b: usize| b as f64 / 1_048_576.0;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use smap_analyze::config::WATCH_MAP_RETENTION;
 use smap_analyze::events::{replay, ChangeEvent, EmitterOptions};
 use smap_analyze::render::{render, Format};
 use smap_analyze::{build_topology, BuildInput, Config, Topology};
@@ -34,6 +35,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         Box::new(fs_err::File::create(events).with_context(|| format!("creating --events {}", events.display()))?)
     };
     let options = EmitterOptions { debug_connections: args.debug_connections };
+    // The replay of a watch session forgets what the session forgot.
+    let mut config = config;
+    config.map_retention.get_or_insert(WATCH_MAP_RETENTION);
     let topology = build_events(&args.recordings, &args.k8s_from, config, options, sink)?;
     if args.output.is_some() || !to_stdout {
         write_output(args.output.as_deref(), &render(&topology, format))?;

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use smap_analyze::config::WATCH_MAP_RETENTION;
 use smap_analyze::events::EmitterOptions;
 use smap_capture::kernel::KernelConfig;
 use smap_capture::record::{capture, CaptureOptions, DEFAULT_REORDER_WINDOW};
@@ -20,6 +21,8 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     if let Some(max) = args.max_connections {
         config.max_connections = max.max(1);
     }
+    // A live map holds what it saw lately, so a long session stays the size it was.
+    config.map_retention.get_or_insert(WATCH_MAP_RETENTION);
     let node = crate::cmd::capture::node_name(args.node.as_deref())?;
     let mut kernel = KernelConfig::new(node.as_str());
     // A new dependency is reported within about two drain intervals plus the reorder

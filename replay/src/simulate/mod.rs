@@ -4,6 +4,7 @@
 //!
 //! Deterministic: the same scenario, options and seed give the same bytes.
 
+pub mod churn;
 mod objects;
 pub mod scenario;
 

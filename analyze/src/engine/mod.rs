@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 
 use hashbrown::HashMap;
+use slab::Slab;
 use smap_replay::{ConnFacts, ConnKind, ConnRecord, Event, ObjectEvent, Protocol, Side, TimeNs};
 
 use crate::cluster::{Changed, ClusterState};
@@ -15,9 +16,14 @@ use crate::object_versions::ObjectVersions;
 use crate::resolve::{is_local, resolve_destination, resolve_source, EntityRef};
 use crate::topology::BuildStats;
 
-/// Index of a node in [`Engine::entities`].
+mod retention;
+
+pub use self::retention::{Footprint, Forgotten};
+
+/// A node's id: stable while the engine holds the node; once it is forgotten (see
+/// `map_retention`) the id may be given to another.
 pub type EntityId = u32;
-/// Index of an edge in [`Engine::edges`].
+/// An edge's id, stable like [`EntityId`].
 pub type EdgeId = u32;
 
 /// What identifies an edge.
@@ -74,9 +80,9 @@ pub struct Applied {
 pub struct Engine {
     config: Config,
     cluster: ClusterState,
-    entities: Vec<EntityRef>,
+    entities: Slab<EntityRef>,
     entity_ids: HashMap<EntityRef, EntityId>,
-    edges: Vec<EdgeStats>,
+    edges: Slab<EdgeStats>,
     edge_ids: HashMap<EdgeKey, EdgeId>,
     conns: ConnTable,
     source_cache: HashMap<IpAddr, EntityId>,
@@ -88,6 +94,10 @@ pub struct Engine {
     /// Some connection was keyed by its server (a client port talking to several at
     /// once): from then on every TCP event looks for one.
     server_keyed: bool,
+    /// Event time of the next look for what `map_retention` lets go.
+    next_sweep: Option<TimeNs>,
+    /// What the last sweep let go, until a consumer takes it.
+    forgotten: Option<Forgotten>,
 }
 
 /// Resolution caches are dropped past this size so odd traffic cannot grow them.
@@ -102,9 +112,9 @@ impl Engine {
             conns: ConnTable::new(config.max_connections),
             config,
             cluster: ClusterState::default(),
-            entities: Vec::new(),
+            entities: Slab::new(),
             entity_ids: HashMap::new(),
-            edges: Vec::new(),
+            edges: Slab::new(),
             edge_ids: HashMap::new(),
             source_cache: HashMap::new(),
             destination_cache: HashMap::new(),
@@ -112,6 +122,8 @@ impl Engine {
             stats: BuildStats::default(),
             object_versions: ObjectVersions::default(),
             server_keyed: false,
+            next_sweep: None,
+            forgotten: None,
         }
     }
 
@@ -125,14 +137,24 @@ impl Engine {
         &self.cluster
     }
 
-    /// Nodes seen in traffic, by id.
-    pub fn entities(&self) -> &[EntityRef] {
-        &self.entities
+    /// A node seen in traffic and held, by id.
+    pub fn entity(&self, id: EntityId) -> Option<&EntityRef> {
+        self.entities.get(id as usize)
     }
 
-    /// Edges seen, by id.
-    pub fn edges(&self) -> &[EdgeStats] {
-        &self.edges
+    /// The id of a node the engine holds.
+    pub fn entity_id(&self, entity: &EntityRef) -> Option<EntityId> {
+        self.entity_ids.get(entity).copied()
+    }
+
+    /// An edge held, by id.
+    pub fn edge(&self, id: EdgeId) -> Option<&EdgeStats> {
+        self.edges.get(id as usize)
+    }
+
+    /// The edges held, in id order.
+    pub fn edges(&self) -> impl Iterator<Item = &EdgeStats> {
+        self.edges.iter().map(|(_, edge)| edge)
     }
 
     /// Counters so far (unparsed objects included).
@@ -160,6 +182,7 @@ impl Engine {
     /// Folds one event. Events must come in non-decreasing time order.
     pub fn apply<C: ConnRecord>(&mut self, event: &Event<C>) -> Applied {
         let t = event.time_ns();
+        self.sweep_if_due(t);
         self.window = Some(match self.window {
             None => (t, t),
             Some((start, end)) => (start.min(t), end.max(t)),
@@ -445,7 +468,7 @@ impl Engine {
     /// until it closes however long it lives (an idle pool connection reports no
     /// progress), so only the table's capacity evicts it. The table is in recency
     /// order, so this stops at the first one still live.
-    fn expire(&mut self, now: TimeNs) {
+    pub(super) fn expire(&mut self, now: TimeNs) {
         let dedup = duration_ns(self.config.dedup_window);
         let ttl = duration_ns(self.config.connection_ttl);
         while let Some((key, state)) = self.conns.oldest() {
@@ -468,8 +491,7 @@ impl Engine {
             stats.last_seen = stats.last_seen.max(e.time_ns);
             return (*id, false);
         }
-        let id = index(self.edges.len());
-        self.edges.push(EdgeStats {
+        let id = index(self.edges.insert(EdgeStats {
             key,
             connections: 0,
             failed: 0,
@@ -477,7 +499,7 @@ impl Engine {
             bytes_received: 0,
             first_seen: e.time_ns,
             last_seen: e.time_ns,
-        });
+        }));
         self.edge_ids.insert(key, id);
         (id, true)
     }
@@ -531,8 +553,7 @@ impl Engine {
     }
 
     fn push_entity(&mut self, entity: EntityRef) -> EntityId {
-        let id = index(self.entities.len());
-        self.entities.push(entity.clone());
+        let id = index(self.entities.insert(entity.clone()));
         self.entity_ids.insert(entity, id);
         id
     }
