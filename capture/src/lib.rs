@@ -5,10 +5,12 @@
 //! [`smap_replay::ConnEvent`]s; [`kubectl_file`] follows Kubernetes state in a kubectl
 //! JSON file and [`k8s_api`] watches the Kubernetes API; [`record`] merges them into one
 //! time-ordered stream, records it and hands it to a live consumer; [`watch`] is the
-//! consumer of `smap watch` (change events, live state) and [`serve`] its HTTP endpoints.
+//! consumer of `smap watch` (change events, live state) and [`serve`] its HTTP endpoints,
+//! with [`graph_metrics`] its per-dependency series.
 
 mod background;
 pub mod clock;
+pub mod graph_metrics;
 pub mod k8s_api;
 pub mod kernel;
 pub mod kubectl_file;

@@ -3,8 +3,9 @@
 //!
 //! Handlers only read what the pipeline last published (a pointer swapped under a
 //! lock held for nanoseconds, and atomic metrics), so a slow or busy client never holds
-//! up event processing. Metric labels come from fixed sets (node kinds, protocols,
-//! health states, event kinds): never service names, so cardinality stays bounded.
+//! up event processing. smap's own metrics (`smap_*`) have labels from fixed sets (node
+//! kinds, protocols, health states, event kinds); the per-dependency series
+//! (`graph_metrics.rs`) have one series per dependency of the map.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,7 @@ use prometheus_client::registry::Registry;
 use smap_analyze::events::{EmitterCounters, MapGauges, EVENT_TYPES, NODE_KINDS};
 use smap_analyze::topology::Health;
 
+use crate::graph_metrics::GraphMetrics;
 use crate::kernel::KernelCounters;
 
 /// Default address of the HTTP endpoints: loopback only, as a node agent should.
@@ -305,13 +307,17 @@ pub struct LiveState {
     published: Mutex<Arc<Published>>,
     registry: Registry,
     metrics: Metrics,
+    graph: Arc<GraphMetrics>,
 }
 
 impl LiveState {
     /// Fresh state: not ready, an empty map.
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("smap");
-        let metrics = Metrics::register(&mut registry);
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(registry.sub_registry_with_prefix("smap"));
+        // The service-graph series keep the names Tempo and Grafana know.
+        let graph = Arc::new(GraphMetrics::default());
+        registry.register_collector(Box::new(graph.clone()));
         let empty = Published { map: Bytes::from_static(b"{}\n"), stats: serde_json::json!({}) };
         Arc::new(LiveState {
             ready: AtomicBool::new(false),
@@ -319,6 +325,7 @@ impl LiveState {
             published: Mutex::new(Arc::new(empty)),
             registry,
             metrics,
+            graph,
         })
     }
 
@@ -336,6 +343,11 @@ impl LiveState {
     /// The metrics, for the pipeline to update.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The per-dependency series, for the pipeline to update with each map.
+    pub fn graph(&self) -> &GraphMetrics {
+        &self.graph
     }
 
     /// Replaces what `/map` and `/stats` serve.

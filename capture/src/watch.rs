@@ -166,6 +166,7 @@ impl WatchConsumer {
         topology.stats.dropped += self.lost.dropped;
         topology.stats.evicted += self.lost.evicted;
         topology.stats.unparsed += self.lost.unparsed;
+        self.state.graph().update(&topology);
         let map = Bytes::from(topology.to_json());
         let change_events: serde_json::Map<String, serde_json::Value> =
             EVENT_TYPES.iter().zip(counters.emitted).map(|(kind, n)| ((*kind).to_owned(), n.into())).collect();

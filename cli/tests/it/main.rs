@@ -8,6 +8,7 @@ mod deploy;
 mod e2e;
 mod kernels;
 mod long_lived;
+mod prometheus;
 mod stall;
 mod udp;
 mod watch;

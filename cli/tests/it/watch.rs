@@ -182,7 +182,7 @@ pub fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
         let (series, value) = line.rsplit_once(' ').unwrap();
         let name = series.split('{').next().unwrap();
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "{line}");
-        assert!(name.starts_with("smap_"), "{line}");
+        assert!(name.starts_with("smap_") || name.starts_with("traces_service_graph_"), "{line}");
         let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
         assert!(typed.contains(name) || typed.contains(family), "no TYPE before {line}");
         if let Some(labels) = series.strip_prefix(name) {

@@ -1,0 +1,136 @@
+//! Per-dependency metrics on `/metrics`, in the OpenTelemetry service-graph form that
+//! Tempo, Beyla and Grafana's service graph and Node Graph panels read:
+//! `traces_service_graph_request_total` and `traces_service_graph_request_failed_total`
+//! by `client`, `server` and `connection_type`, plus `smap_dependency_bytes_total` by
+//! direction and `smap_edge_connections_total` by protocol and port.
+//!
+//! `client` and `server` are topology ids (`namespace/name`, `external/ip:port`,
+//! `node/name`): unique across namespaces, and the ids `/map` and the change events use.
+//! The series are those of the map `/map` serves, so the filters of the config
+//! (namespaces, externals, `min_connection_count`) apply, and a dependency forgotten
+//! after `map_retention` leaves `/metrics` with it (a counter that comes back later
+//! starts again from its new total, which `rate()` reads as a reset). At most one
+//! series per dependency and metric: the map holds at most `max_services` nodes, and in
+//! practice a few per service.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::MetricType;
+use smap_analyze::topology::{NodeKind, ServiceType, Topology};
+
+/// One dependency's totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Dependency {
+    connection_type: &'static str,
+    requests: u64,
+    failed: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+/// The series of one published map.
+#[derive(Debug, Default)]
+struct Series {
+    dependencies: BTreeMap<(String, String), Dependency>,
+    /// (client, server, protocol, port) -> connections.
+    edges: Vec<(String, String, String, String, u64)>,
+}
+
+/// Holds the last map's series and encodes them at each scrape.
+#[derive(Debug, Default)]
+pub struct GraphMetrics {
+    latest: Mutex<Arc<Series>>,
+}
+
+/// Tempo's `connection_type`: how the server is reached, by what it is.
+fn connection_type(kind: NodeKind, service_type: ServiceType) -> &'static str {
+    match (kind, service_type) {
+        (NodeKind::External | NodeKind::Node, _) => "virtual_node",
+        (_, ServiceType::Database | ServiceType::Cache) => "database",
+        (_, ServiceType::Queue) => "messaging_system",
+        _ => "",
+    }
+}
+
+impl GraphMetrics {
+    /// Takes the series of `topology`, the map `/map` now serves.
+    pub fn update(&self, topology: &Topology) {
+        let mut series = Series::default();
+        for edge in &topology.edges {
+            let server = topology.services.get(&edge.destination);
+            let (kind, service_type) =
+                server.map_or((NodeKind::External, ServiceType::Other), |s| (s.kind, s.service_type));
+            let dependency = series.dependencies.entry((edge.source.clone(), edge.destination.clone())).or_default();
+            dependency.connection_type = connection_type(kind, service_type);
+            dependency.requests += edge.connections;
+            dependency.failed += edge.failed;
+            dependency.bytes_sent += edge.bytes_sent;
+            dependency.bytes_received += edge.bytes_received;
+            series.edges.push((
+                edge.source.clone(),
+                edge.destination.clone(),
+                edge.protocol.clone(),
+                edge.port.to_string(),
+                edge.connections,
+            ));
+        }
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(series);
+    }
+
+    fn series(&self) -> Arc<Series> {
+        self.latest.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl Collector for GraphMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let series = self.series();
+        let counters: [(&str, &str, fn(&Dependency) -> u64); 2] = [
+            ("traces_service_graph_request", "Connections (TCP) and flows (UDP) from client to server", |d| d.requests),
+            ("traces_service_graph_request_failed", "Failed connection attempts from client to server", |d| d.failed),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for ((client, server), dependency) in &series.dependencies {
+                let labels = [
+                    ("client", client.as_str()),
+                    ("server", server.as_str()),
+                    ("connection_type", dependency.connection_type),
+                ];
+                ConstCounter::new(value(dependency)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "smap_dependency_bytes",
+            "Payload bytes between client and server, by direction (sent: client to server)",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((client, server), dependency) in &series.dependencies {
+            for (direction, bytes) in [("sent", dependency.bytes_sent), ("received", dependency.bytes_received)] {
+                let labels = [("client", client.as_str()), ("server", server.as_str()), ("direction", direction)];
+                ConstCounter::new(bytes).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "smap_edge_connections",
+            "Connections (TCP) and flows (UDP) from client to server, by protocol and port as dialed",
+            None,
+            MetricType::Counter,
+        )?;
+        for (client, server, protocol, port, connections) in &series.edges {
+            let labels = [
+                ("client", client.as_str()),
+                ("server", server.as_str()),
+                ("protocol", protocol.as_str()),
+                ("port", port.as_str()),
+            ];
+            ConstCounter::new(*connections).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
