@@ -32,6 +32,9 @@ struct Dependency {
     bytes_received: u64,
 }
 
+/// One of a dependency's totals.
+type Total = fn(&Dependency) -> u64;
+
 /// The series of one published map.
 #[derive(Debug, Default)]
 struct Series {
@@ -89,7 +92,7 @@ impl GraphMetrics {
 impl Collector for GraphMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let series = self.series();
-        let counters: [(&str, &str, fn(&Dependency) -> u64); 2] = [
+        let counters: [(&str, &str, Total); 2] = [
             ("traces_service_graph_request", "Connections (TCP) and flows (UDP) from client to server", |d| d.requests),
             ("traces_service_graph_request_failed", "Failed connection attempts from client to server", |d| d.failed),
         ];
