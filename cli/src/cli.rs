@@ -27,6 +27,9 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log lines as text, or as one JSON object per line (for Loki, Elasticsearch).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -48,6 +51,22 @@ pub enum Command {
     /// Run the engine live (needs root): stream change events (NDJSON), serve /healthz,
     /// /readyz, /metrics, /map and /stats, optionally record what was seen.
     Watch(WatchArgs),
+    /// Print a shell completion script (`smap completions bash > /etc/bash_completion.d/smap`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `smap man > smap.1; man ./smap.1`.
+    Man,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal, and not with NO_COLOR).
+    Text,
+    /// One JSON object per line: timestamp, level, message and fields.
+    Json,
 }
 
 /// Output formats of `smap build`.

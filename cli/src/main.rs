@@ -6,19 +6,24 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogFormat};
 
 /// Exit code for usage and input errors (bad files, bad flags, missing privileges).
 const EXIT_INPUT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, cli.log_format);
     match run(cli.command) {
         Ok(code) => code,
         Err(error) if output::is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) if cli.log_format == LogFormat::Json => {
+            // A log shipper reading JSON lines gets the fatal error as one too.
+            tracing::error!("{}", causes_once(&error));
+            ExitCode::from(EXIT_INPUT_ERROR)
+        }
         Err(error) => {
             #[expect(clippy::print_stderr, reason = "the one place the binary reports a fatal error")]
             {
@@ -54,13 +59,25 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Capture(args) => cmd::capture::run(args),
         Command::Watch(args) => cmd::watch::run(args),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "smap", &mut out);
+            output::write_output(None, &String::from_utf8_lossy(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            output::write_output(None, &String::from_utf8_lossy(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
 /// Logs go to stderr; `-v`/`-vv` raise the level, `RUST_LOG` overrides both. Colour
 /// only on a terminal, and not when `NO_COLOR` is set (no-color.org): log files and
-/// pipes get plain text.
-fn init_tracing(verbose: u8) {
+/// pipes get plain text. `--log-format json` writes one JSON object per line.
+fn init_tracing(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -71,10 +88,9 @@ fn init_tracing(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(colour)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(colour).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
 }

@@ -115,7 +115,7 @@ fn open_input(recordings: &[impl AsRef<Path>], k8s_from: &[impl AsRef<Path>]) ->
     let mut opened = Vec::new();
     for path in recordings {
         let path = path.as_ref();
-        let recording = Recording::open(path).with_context(|| format!("opening recording {}", path.display()))?;
+        let recording = Recording::open(path).context("opening recording")?;
         for warning in recording.warnings() {
             tracing::warn!("{warning}");
         }

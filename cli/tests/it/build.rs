@@ -133,6 +133,7 @@ fn bad_inputs_fail_with_one_clear_line_and_exit_2() {
         "each cause once: {}",
         stderr(&missing)
     );
+    assert_eq!(stderr(&missing).matches("missing").count(), 1, "the path once: {}", stderr(&missing));
 
     std::fs::create_dir(path("empty")).unwrap();
     assert_input_error(&smap(&["build", &path("empty")]), "not an smap recording");
