@@ -1,7 +1,8 @@
 //! The soak: a day (or more) of simulated churn ([`Churn`]) through the live path of
 //! `smap watch` ([`WatchConsumer`]: engine, change emitter, published `/map` and
-//! `/stats`), ticking as the live session ticks, with what the engine and emitter hold
-//! sampled along the way. `smap-soak` reports it with heap figures; the soak test
+//! `/stats`, and the map and per-dependency series a scrape every 15 s asks for),
+//! ticking as the live session ticks, with what the engine and emitter hold sampled
+//! along the way. `smap-soak` reports it with heap figures; the soak test
 //! checks it stays flat.
 
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub struct SoakSample {
     pub emitter: EmitterFootprint,
 }
 
+/// How often the soak asks for the map, as a Prometheus scraping every 15 s does.
+const SCRAPE_EVERY: TimeNs = 15_000_000_000;
+
 fn nanos(d: Duration) -> TimeNs {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
@@ -47,11 +51,12 @@ pub fn soak(
     every: Duration,
     mut sample: impl FnMut(&SoakSample),
 ) -> std::io::Result<WatchConsumer> {
-    let mut consumer =
-        WatchConsumer::new(config, EmitterOptions::default(), Box::new(std::io::sink()), LiveState::new())?;
+    let state = LiveState::new();
+    let mut consumer = WatchConsumer::new(config, EmitterOptions::default(), Box::new(std::io::sink()), state.clone())?;
     let mut events = Churn::new(churn);
     let (tick, every) = (nanos(tick).max(1), nanos(every).max(1));
     let (mut next_tick, mut next_sample) = (SIM_EPOCH_NS + tick, SIM_EPOCH_NS + every);
+    let mut next_scrape = SIM_EPOCH_NS + SCRAPE_EVERY;
     let mut batch: Vec<Event> = Vec::new();
     let mut folded = 0u64;
     let mut last_tick = SIM_EPOCH_NS;
@@ -73,6 +78,11 @@ pub fn soak(
             consumer.events(&batch);
             folded += batch.len() as u64;
             batch.clear();
+            if next_tick >= next_scrape {
+                // What a Prometheus scraping `/metrics` asks of the pipeline.
+                state.want_map();
+                next_scrape += SCRAPE_EVERY;
+            }
             consumer.tick(next_tick, &counters);
             last_tick = next_tick;
             if next_tick >= next_sample {

@@ -3,14 +3,15 @@
 //!
 //! Handlers only read what the pipeline last published (a pointer swapped under a
 //! lock held for nanoseconds, and atomic metrics), so a slow or busy client never holds
-//! up event processing. smap's own metrics (`smap_*`) have labels from fixed sets (node
+//! up event processing; `/map` and `/metrics` may wait for the pipeline's next tick to
+//! bring the map up to date (see [`LiveState`]). smap's own metrics (`smap_*`) have labels from fixed sets (node
 //! kinds, protocols, health states, event kinds); the per-dependency series
 //! (`graph_metrics.rs`) have one series per dependency of the map.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -26,6 +27,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use smap_analyze::events::{EmitterCounters, MapGauges, EVENT_TYPES, NODE_KINDS};
 use smap_analyze::topology::Health;
+use tokio::sync::Notify;
 
 use crate::graph_metrics::GraphMetrics;
 use crate::kernel::KernelCounters;
@@ -300,11 +302,25 @@ pub struct Published {
     pub stats: serde_json::Value,
 }
 
+/// How long `/map` and `/metrics` wait for the pipeline to bring a stale map up to
+/// date (it does at its next tick, once a second) before serving what they have.
+const FRESH_WAIT: Duration = Duration::from_secs(3);
+
 /// The state the pipeline publishes and the endpoints serve.
+///
+/// The topology behind `/map` and the per-dependency series costs time in proportion to
+/// the map (tens of milliseconds for thousands of edges), so the pipeline builds it only
+/// when a request wants it: a request that finds the map stale asks for it and waits
+/// for the next tick. Nobody asking costs nothing; a scrape every 15 s costs one build.
 pub struct LiveState {
     ready: AtomicBool,
     started: Instant,
     published: Mutex<Arc<Published>>,
+    /// Traffic or Kubernetes changed since the map was last built.
+    stale: AtomicBool,
+    /// A request is waiting for a fresh map.
+    wanted: AtomicBool,
+    refreshed: Notify,
     registry: Registry,
     metrics: Metrics,
     graph: Arc<GraphMetrics>,
@@ -323,6 +339,9 @@ impl LiveState {
             ready: AtomicBool::new(false),
             started: Instant::now(),
             published: Mutex::new(Arc::new(empty)),
+            stale: AtomicBool::new(true),
+            wanted: AtomicBool::new(false),
+            refreshed: Notify::new(),
             registry,
             metrics,
             graph,
@@ -350,13 +369,47 @@ impl LiveState {
         &self.graph
     }
 
-    /// Replaces what `/map` and `/stats` serve.
+    /// Replaces what `/map` and `/stats` serve: the map is fresh again.
     pub fn publish(&self, published: Published) {
         let published = Arc::new(published);
-        // A poisoned lock only means a panic elsewhere mid-swap of a pointer: the
-        // pointer is still whole, so keep serving.
+        {
+            // A poisoned lock only means a panic elsewhere mid-swap of a pointer: the
+            // pointer is still whole, so keep serving.
+            let mut slot = self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *slot = published;
+        }
+        self.stale.store(false, Ordering::Release);
+        self.refreshed.notify_waiters();
+    }
+
+    /// Replaces what `/stats` serves, keeping the map (now stale).
+    pub fn publish_stats(&self, stats: serde_json::Value) {
+        self.stale.store(true, Ordering::Release);
         let mut slot = self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *slot = published;
+        *slot = Arc::new(Published { map: slot.map.clone(), stats });
+    }
+
+    /// Asks the pipeline for a fresh map at its next tick.
+    pub fn want_map(&self) {
+        self.wanted.store(true, Ordering::Release);
+    }
+
+    /// For the pipeline: whether a request asked for a fresh map since the last call.
+    pub fn take_map_demand(&self) -> bool {
+        self.wanted.swap(false, Ordering::AcqRel)
+    }
+
+    /// Waits (at most [`FRESH_WAIT`]) until the map is up to date.
+    async fn fresh(&self) {
+        if !self.stale.load(Ordering::Acquire) {
+            return;
+        }
+        let refreshed = self.refreshed.notified();
+        tokio::pin!(refreshed);
+        // Registered before asking, so a publish right after the ask still wakes it.
+        refreshed.as_mut().enable();
+        self.want_map();
+        let _ = tokio::time::timeout(FRESH_WAIT, refreshed).await;
     }
 
     /// What was last published.
@@ -416,6 +469,7 @@ async fn readyz(State(state): State<Arc<LiveState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<LiveState>>) -> Response {
+    state.fresh().await;
     match state.render_metrics() {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], text).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
@@ -423,6 +477,7 @@ async fn metrics(State(state): State<Arc<LiveState>>) -> Response {
 }
 
 async fn map(State(state): State<Arc<LiveState>>) -> Response {
+    state.fresh().await;
     let map = state.published().map.clone();
     ([(header::CONTENT_TYPE, "application/json")], map).into_response()
 }

@@ -103,7 +103,7 @@ impl WatchConsumer {
     pub fn finish(&mut self) -> std::io::Result<()> {
         self.tracker.finish(&mut self.buffer);
         self.write();
-        self.publish();
+        self.publish(true);
         if !self.sink.join() {
             return Err(std::io::Error::other("the change-event writer panicked"));
         }
@@ -143,8 +143,9 @@ impl WatchConsumer {
         self.buffer.clear();
     }
 
-    /// Sets the metrics and, when anything changed, the map and stats the endpoints serve.
-    fn publish(&mut self) {
+    /// Sets the metrics and, when anything changed, the stats the endpoints serve, and
+    /// the map too when a request wants it (or `final_map`: the stream ended).
+    fn publish(&mut self, final_map: bool) {
         let engine = self.tracker.engine();
         let emitter = self.tracker.emitter();
         let counters = emitter.counters();
@@ -160,14 +161,6 @@ impl WatchConsumer {
         if !self.unpublished {
             return;
         }
-        self.unpublished = false;
-        let mut topology = engine.topology();
-        // As `smap build` reports them from the recording's counters.
-        topology.stats.dropped += self.lost.dropped;
-        topology.stats.evicted += self.lost.evicted;
-        topology.stats.unparsed += self.lost.unparsed;
-        self.state.graph().update(&topology);
-        let map = Bytes::from(topology.to_json());
         let change_events: serde_json::Map<String, serde_json::Value> =
             EVENT_TYPES.iter().zip(counters.emitted).map(|(kind, n)| ((*kind).to_owned(), n.into())).collect();
         let stats = json!({
@@ -189,6 +182,18 @@ impl WatchConsumer {
             "footprint": {"engine": engine.footprint(), "emitter": emitter.footprint()},
             "kernel": self.kernel.as_ref().map(kernel_json),
         });
+        if !(final_map || self.state.take_map_demand()) {
+            self.state.publish_stats(stats);
+            return;
+        }
+        self.unpublished = false;
+        let mut topology = engine.topology();
+        // As `smap build` reports them from the recording's counters.
+        topology.stats.dropped += self.lost.dropped;
+        topology.stats.evicted += self.lost.evicted;
+        topology.stats.unparsed += self.lost.unparsed;
+        self.state.graph().update(&topology);
+        let map = Bytes::from(topology.to_json());
         self.state.publish(Published { map, stats });
     }
 }
@@ -235,7 +240,7 @@ impl LiveConsumer for WatchConsumer {
             self.unpublished = true;
         }
         self.write();
-        self.publish();
+        self.publish(false);
         self.state.metrics().observe(Operation::Tick, started.elapsed().as_secs_f64());
     }
 

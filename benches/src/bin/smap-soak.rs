@@ -51,6 +51,7 @@ struct Row {
     heap: usize,
 }
 
+#[expect(clippy::print_stderr, reason = "progress of a long measurement")]
 fn run(churn: &ChurnOptions, config: Config) -> std::io::Result<(Vec<Row>, Duration)> {
     let base = ALLOCATED.load(Ordering::Relaxed);
     let mut rows = Vec::new();
@@ -59,6 +60,11 @@ fn run(churn: &ChurnOptions, config: Config) -> std::io::Result<(Vec<Row>, Durat
     // Ticks every second of event time, as a live session does.
     let consumer = soak(churn.clone(), config, Duration::from_secs(1), hour, |sample| {
         rows.push(Row { sample: *sample, heap: ALLOCATED.load(Ordering::Relaxed).saturating_sub(base) });
+        eprintln!(
+            "{:.0} h of event time after {:.0} s",
+            sample.elapsed.as_secs_f64() / 3600.0,
+            started.elapsed().as_secs_f64()
+        );
     })?;
     drop(consumer);
     Ok((rows, started.elapsed()))

@@ -314,3 +314,24 @@ fn watch_without_privileges_or_with_a_bad_listen_address_fails_cleanly() {
     let out = smap(&["watch", "--config", "/nonexistent.yaml", "--node", "n"]);
     crate::assert_input_error(&out, "reading config");
 }
+
+#[test]
+fn the_map_is_built_only_when_a_request_wants_it() {
+    let state = LiveState::new();
+    let mut consumer =
+        WatchConsumer::new(fast_config(), EmitterOptions::default(), Box::new(Shared::default()), state.clone())
+            .unwrap();
+    let events = events_of(SHOP);
+    consumer.ready();
+    consumer.events(&events);
+    let end = events.last().unwrap().time_ns();
+    consumer.tick(end, &KernelCounters::default());
+    assert_eq!(&state.published().map[..], b"{}\n", "nobody asked: no topology built");
+    assert_eq!(state.stats()["events"]["conn"], 2205, "the stats are current all the same");
+    // A request marks the map wanted; the next tick builds it.
+    state.want_map();
+    consumer.tick(end + 1_000_000_000, &KernelCounters::default());
+    let map: serde_json::Value = serde_json::from_slice(&state.published().map).unwrap();
+    assert!(!map["edges"].as_array().unwrap().is_empty(), "{map}");
+    consumer.finish().unwrap();
+}
