@@ -10,6 +10,7 @@ pub mod config;
 mod conn_table;
 pub mod engine;
 pub mod events;
+pub mod export;
 mod object_versions;
 pub mod render;
 pub mod resolve;

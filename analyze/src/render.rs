@@ -1,5 +1,6 @@
 //! DOT and Mermaid renderings of a topology: the same graph, grouped by namespace,
-//! nodes labelled by type.
+//! nodes labelled by type; and the entry point of every `smap build` format (the
+//! graph-database exports are in `export.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,6 +16,10 @@ pub enum Format {
     Dot,
     /// A Mermaid flowchart.
     Mermaid,
+    /// Cypher `MERGE` statements for Neo4j.
+    Cypher,
+    /// GraphML (Gephi, yEd, networkx).
+    Graphml,
 }
 
 /// Renders a topology in a format.
@@ -23,6 +28,8 @@ pub fn render(topology: &Topology, format: Format) -> String {
         Format::Json => topology.to_json(),
         Format::Dot => to_dot(topology, &Highlights::default()),
         Format::Mermaid => to_mermaid(topology, &Highlights::default()),
+        Format::Cypher => crate::export::to_cypher(topology),
+        Format::Graphml => crate::export::to_graphml(topology),
     }
 }
 

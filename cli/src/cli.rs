@@ -78,6 +78,10 @@ pub enum BuildFormat {
     Dot,
     /// Mermaid flowchart.
     Mermaid,
+    /// Cypher MERGE statements for Neo4j (idempotent: load every day's map into one graph).
+    Cypher,
+    /// GraphML, for Gephi, yEd and networkx.
+    Graphml,
 }
 
 /// `smap build`.

@@ -22,6 +22,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         BuildFormat::Json => Format::Json,
         BuildFormat::Dot => Format::Dot,
         BuildFormat::Mermaid => Format::Mermaid,
+        BuildFormat::Cypher => Format::Cypher,
+        BuildFormat::Graphml => Format::Graphml,
     };
     let Some(events) = &args.events else {
         let topology = build(&args.recordings, &args.k8s_from, config)?;

@@ -6,6 +6,7 @@ mod build;
 mod clock_step;
 mod deploy;
 mod e2e;
+mod exports;
 mod kernels;
 mod logs;
 mod long_lived;
