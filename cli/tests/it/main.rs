@@ -7,6 +7,7 @@ mod clock_step;
 mod deploy;
 mod e2e;
 mod exports;
+mod grafana;
 mod kernels;
 mod logs;
 mod long_lived;
