@@ -32,6 +32,25 @@ struct Dependency {
     bytes_received: u64,
 }
 
+/// One dependency's totals, for exporters other than `/metrics` (OTLP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DependencyTotals {
+    /// Caller id.
+    pub client: String,
+    /// Callee id.
+    pub server: String,
+    /// Tempo's `connection_type` of the callee.
+    pub connection_type: &'static str,
+    /// Connections (TCP) and flows (UDP).
+    pub requests: u64,
+    /// Failed connection attempts.
+    pub failed: u64,
+    /// Payload bytes client to server.
+    pub bytes_sent: u64,
+    /// Payload bytes server to client.
+    pub bytes_received: u64,
+}
+
 /// One of a dependency's totals.
 type Total = fn(&Dependency) -> u64;
 
@@ -86,6 +105,23 @@ impl GraphMetrics {
 
     fn series(&self) -> Arc<Series> {
         self.latest.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The totals of every dependency of the last map.
+    pub fn dependency_totals(&self) -> Vec<DependencyTotals> {
+        self.series()
+            .dependencies
+            .iter()
+            .map(|((client, server), d)| DependencyTotals {
+                client: client.clone(),
+                server: server.clone(),
+                connection_type: d.connection_type,
+                requests: d.requests,
+                failed: d.failed,
+                bytes_sent: d.bytes_sent,
+                bytes_received: d.bytes_received,
+            })
+            .collect()
     }
 }
 

@@ -6,7 +6,7 @@
 //! JSON file and [`k8s_api`] watches the Kubernetes API; [`record`] merges them into one
 //! time-ordered stream, records it and hands it to a live consumer; [`watch`] is the
 //! consumer of `smap watch` (change events, live state) and [`serve`] its HTTP endpoints,
-//! with [`graph_metrics`] its per-dependency series.
+//! with [`graph_metrics`] its per-dependency series and [`otlp`] their push to a collector.
 
 mod background;
 pub mod clock;
@@ -15,6 +15,7 @@ pub mod k8s_api;
 pub mod kernel;
 pub mod kubectl_file;
 pub mod netns_addr;
+pub mod otlp;
 pub mod record;
 pub mod serve;
 mod sink;

@@ -60,6 +60,7 @@ pub struct Metrics {
     change_events: Family<L1, Counter>,
     ready: Gauge,
     processing: Histograms,
+    otlp_exports_failed: Counter,
 }
 
 /// What the pipeline measures a duration of.
@@ -128,6 +129,7 @@ impl Metrics {
             connections_evicted: Family::default(),
             change_events: Family::default(),
             ready: Gauge::default(),
+            otlp_exports_failed: Counter::default(),
             processing: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_01, 4.0, 11))),
         };
         let r = registry;
@@ -167,6 +169,11 @@ impl Metrics {
         );
         r.register("change_events", "Change events emitted, by event_type", m.change_events.clone());
         r.register("ready", "1 once the kernel programs are attached and Kubernetes state is in", m.ready.clone());
+        r.register(
+            "otlp_exports_failed",
+            "OTLP exports that failed after their retries (--otlp-endpoint)",
+            m.otlp_exports_failed.clone(),
+        );
         r.register_with_unit(
             "processing_duration",
             "Time spent in the pipeline, by operation",
@@ -265,6 +272,11 @@ impl Metrics {
     /// Records how long an operation took.
     pub fn observe(&self, operation: Operation, seconds: f64) {
         self.processing.get_or_create(&[("operation", operation.as_str())]).observe(seconds);
+    }
+
+    /// Counts an OTLP export that failed after its retries.
+    pub fn otlp_export_failed(&self) {
+        self.otlp_exports_failed.inc();
     }
 }
 
@@ -397,6 +409,16 @@ impl LiveState {
     /// For the pipeline: whether a request asked for a fresh map since the last call.
     pub fn take_map_demand(&self) -> bool {
         self.wanted.swap(false, Ordering::AcqRel)
+    }
+
+    /// Waits (at most `timeout`, blocking the thread) until the map is up to date: for
+    /// exporters on threads of their own.
+    pub fn wait_fresh_blocking(&self, timeout: Duration) {
+        let started = Instant::now();
+        while self.stale.load(Ordering::Acquire) && started.elapsed() < timeout {
+            self.want_map();
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits (at most [`FRESH_WAIT`]) until the map is up to date.

@@ -335,4 +335,23 @@ pub struct WatchArgs {
     /// With --record: finalize segments this often, bounding what a crash can lose.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration)]
     pub checkpoint: humantime::Duration,
+    /// Push the per-dependency metrics to an OpenTelemetry collector at this URL
+    /// (`http://localhost:4317` for gRPC, `http://localhost:4318` for HTTP).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport (default: http-protobuf when the URL's port is 4318, else grpc).
+    #[arg(long, value_enum, requires = "otlp_endpoint")]
+    pub otlp_protocol: Option<OtlpProtocolArg>,
+    /// Time between OTLP exports.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = positive_duration)]
+    pub otlp_interval: humantime::Duration,
+}
+
+/// OTLP transports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocolArg {
+    /// gRPC.
+    Grpc,
+    /// HTTP with protobuf bodies.
+    HttpProtobuf,
 }

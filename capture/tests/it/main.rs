@@ -10,3 +10,4 @@ mod deploy;
 mod k8s_api;
 mod kernel;
 mod open_conns;
+mod otlp;

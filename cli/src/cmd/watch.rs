@@ -8,11 +8,12 @@ use anyhow::Context;
 use smap_analyze::config::WATCH_MAP_RETENTION;
 use smap_analyze::events::EmitterOptions;
 use smap_capture::kernel::KernelConfig;
+use smap_capture::otlp::{OtlpOptions, OtlpProtocol, OtlpPush};
 use smap_capture::record::{capture, CaptureOptions, DEFAULT_REORDER_WINDOW};
 use smap_capture::serve::{serve, LiveState};
 use smap_capture::watch::WatchConsumer;
 
-use crate::cli::WatchArgs;
+use crate::cli::{OtlpProtocolArg, WatchArgs};
 use crate::cmd::build::load_config;
 use crate::cmd::capture::shutdown_signal;
 
@@ -67,6 +68,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         let _inside = runtime.enter();
         shutdown_signal()
     };
+    let otlp = start_otlp(&args, &runtime, &node, &state)?;
     let summary = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -95,7 +97,12 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         let summary = summary.context("watching")?;
         finished.context("writing change events")?;
         anyhow::Ok(summary)
-    })?;
+    });
+    // Outside the runtime: the HTTP exporter's client blocks.
+    if let Some(otlp) = otlp {
+        otlp.shutdown();
+    }
+    let summary = summary?;
     let emitter = consumer.tracker().emitter();
     let (counters, gauges) = (emitter.counters(), emitter.gauges());
     tracing::info!(
@@ -112,4 +119,37 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("recorded into {}", record.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the OTLP push when `--otlp-endpoint` is given: gRPC inside the runtime (its
+/// channel runs there), HTTP outside it (its client blocks).
+fn start_otlp(
+    args: &WatchArgs,
+    runtime: &tokio::runtime::Runtime,
+    node: &str,
+    state: &std::sync::Arc<LiveState>,
+) -> anyhow::Result<Option<OtlpPush>> {
+    let Some(endpoint) = &args.otlp_endpoint else { return Ok(None) };
+    let protocol = match args.otlp_protocol {
+        Some(OtlpProtocolArg::Grpc) => OtlpProtocol::Grpc,
+        Some(OtlpProtocolArg::HttpProtobuf) => OtlpProtocol::HttpProtobuf,
+        None if endpoint.trim_end_matches('/').ends_with(":4318") => OtlpProtocol::HttpProtobuf,
+        None => OtlpProtocol::Grpc,
+    };
+    let options = OtlpOptions {
+        endpoint: endpoint.clone(),
+        protocol,
+        interval: args.otlp_interval.into(),
+        node: node.to_owned(),
+    };
+    let push = match protocol {
+        OtlpProtocol::Grpc => {
+            let _inside = runtime.enter();
+            OtlpPush::start(&options, state.clone())
+        }
+        OtlpProtocol::HttpProtobuf => OtlpPush::start(&options, state.clone()),
+    };
+    let push = push.context("starting the OTLP push")?;
+    tracing::info!("pushing metrics every {} to {endpoint} over OTLP", args.otlp_interval);
+    Ok(Some(push))
 }
