@@ -1,6 +1,7 @@
 //! Shared inputs of smap's benchmarks: simulated clusters held in memory, and the
 //! soak of the live path.
 
+pub mod heap;
 pub mod soak;
 
 use smap_replay::simulate::{simulate, Scenario, SimOptions};

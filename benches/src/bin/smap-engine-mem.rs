@@ -4,42 +4,14 @@
 //! `smap-engine-mem SERVICES LIVE_CONNECTIONS` prints the heap the engine holds (counted
 //! by a wrapping allocator, exact) and the process's RSS, before and after the traffic.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::IpAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use smap_analyze::{Config, Engine};
+use smap_benches::heap::{allocated, Counting};
 use smap_replay::simulate::{simulate, Scenario, SimOptions};
 use smap_replay::{ConnEvent, ConnKind, Event, MergedEvents, Recording, Side};
-
-/// The system allocator, counting the bytes currently allocated.
-struct Counting;
-
-static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
-        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -81,18 +53,18 @@ fn main() -> ExitCode {
     let cluster_ips: Vec<IpAddr> =
         (11..11 + services).map(|n| IpAddr::from([10, 96, (n / 250) as u8, (n % 250) as u8])).collect();
 
-    let heap_start = ALLOCATED.load(Ordering::Relaxed);
+    let heap_start = allocated();
     let mut engine =
         Engine::new(Config { max_connections: usize::try_from(*live).unwrap_or(usize::MAX) + 1, ..Config::default() });
     // The connection table is allocated at its full capacity up front.
-    let table_heap = ALLOCATED.load(Ordering::Relaxed) - heap_start;
-    let heap_empty = ALLOCATED.load(Ordering::Relaxed);
+    let table_heap = allocated() - heap_start;
+    let heap_empty = allocated();
     for event in &objects {
         engine.apply(event);
     }
-    let cluster_heap = ALLOCATED.load(Ordering::Relaxed) - heap_empty;
+    let cluster_heap = allocated() - heap_empty;
     drop(objects);
-    let heap_before = ALLOCATED.load(Ordering::Relaxed);
+    let heap_before = allocated();
     let before = rss_kib();
     let (node, comm) = (Arc::<str>::from("node-1"), Arc::<str>::from("client"));
     for i in 0..*live {
@@ -119,7 +91,7 @@ fn main() -> ExitCode {
         engine.apply(&Event::Conn(event));
     }
     let after = rss_kib();
-    let heap_after = ALLOCATED.load(Ordering::Relaxed);
+    let heap_after = allocated();
     let edges = engine.edges().count();
     let traffic_heap = table_heap + (heap_after - heap_before);
     let per_connection = traffic_heap as f64 / engine.live_connections().max(1) as f64;

@@ -6,42 +6,14 @@
 //! `smap-soak [HOURS [CONNECTIONS_PER_SECOND]]` (default 24 and 50) prints a markdown
 //! table for BENCHMARKS.md.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use smap_analyze::config::WATCH_MAP_RETENTION;
 use smap_analyze::Config;
+use smap_benches::heap::{allocated, Counting};
 use smap_benches::soak::{soak, SoakSample};
 use smap_replay::simulate::churn::ChurnOptions;
-
-/// The system allocator, counting the bytes currently allocated.
-struct Counting;
-
-static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
-        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -53,13 +25,13 @@ struct Row {
 
 #[expect(clippy::print_stderr, reason = "progress of a long measurement")]
 fn run(churn: &ChurnOptions, config: Config) -> std::io::Result<(Vec<Row>, Duration)> {
-    let base = ALLOCATED.load(Ordering::Relaxed);
+    let base = allocated();
     let mut rows = Vec::new();
     let started = Instant::now();
     let hour = Duration::from_secs(3600);
     // Ticks every second of event time, as a live session does.
     let consumer = soak(churn.clone(), config, Duration::from_secs(1), hour, |sample| {
-        rows.push(Row { sample: *sample, heap: ALLOCATED.load(Ordering::Relaxed).saturating_sub(base) });
+        rows.push(Row { sample: *sample, heap: allocated().saturating_sub(base) });
         eprintln!(
             "{:.0} h of event time after {:.0} s",
             sample.elapsed.as_secs_f64() / 3600.0,
