@@ -11,7 +11,6 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -316,25 +315,7 @@ impl Churn {
     }
 
     fn conn(&self, kind: ConnKind, side: Side, pod: &SimPod, t: TimeNs) -> ConnEvent {
-        ConnEvent {
-            time_ns: t,
-            node: Arc::from(pod.node.0.as_str()),
-            kind,
-            side,
-            src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            src_port: 0,
-            dst_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            dst_port: 0,
-            pid: 1000,
-            comm: Arc::from(pod.deployment.chars().take(15).collect::<String>()),
-            cgroup_id: 1,
-            netns: 4_026_532_000,
-            socket_id: self.seq,
-            bytes_sent: 0,
-            bytes_received: 0,
-            retransmits: 0,
-            error: 0,
-        }
+        objects::conn_event(pod, 0, kind, side, t, self.seq)
     }
 
     /// One call: a client pod to a Service's ClusterIP (or outside), both ends

@@ -12,7 +12,6 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::sync::Arc;
 
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -407,25 +406,8 @@ impl Sim<'_> {
     }
 
     fn conn_event(&self, pod: &SimPod, pod_index: usize, kind: ConnKind, side: Side, t: TimeNs) -> ConnEvent {
-        ConnEvent {
-            time_ns: t,
-            node: Arc::from(pod.node.0.as_str()),
-            kind,
-            side,
-            src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            src_port: 0,
-            dst_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            dst_port: 0,
-            pid: 1000 + u32::try_from(pod_index).unwrap_or(0),
-            comm: Arc::from(pod.deployment.chars().take(15).collect::<String>()),
-            cgroup_id: 1,
-            netns: 4_026_532_000 + u32::try_from(pod_index).unwrap_or(0),
-            socket_id: self.seq * 2 + u64::from(side == Side::Server),
-            bytes_sent: 0,
-            bytes_received: 0,
-            retransmits: 0,
-            error: 0,
-        }
+        let index = u32::try_from(pod_index).unwrap_or(0);
+        objects::conn_event(pod, index, kind, side, t, self.seq * 2 + u64::from(side == Side::Server))
     }
 
     fn connection(&mut self, call: &ScenarioCall, n: u64, t: TimeNs) -> Result<()> {

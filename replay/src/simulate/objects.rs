@@ -1,10 +1,12 @@
 //! Kubernetes object JSON for simulated clusters, shaped as the API server returns it.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::event::{ConnEvent, ConnKind, Side};
 use crate::time::format_rfc3339;
 use crate::TimeNs;
 
@@ -184,4 +186,28 @@ pub fn node(name: &str, ip: Ipv4Addr, rv: u64, created: TimeNs) -> Value {
         },
         "status": {"addresses": [{"type": "InternalIP", "address": ip.to_string()}, {"type": "Hostname", "address": name}]},
     })
+}
+
+/// A connection event of a simulated pod's process (the `pod_index`th pod: its own pid
+/// and network namespace), addresses and counters left for the caller to fill.
+pub fn conn_event(pod: &SimPod, pod_index: u32, kind: ConnKind, side: Side, t: TimeNs, socket_id: u64) -> ConnEvent {
+    ConnEvent {
+        time_ns: t,
+        node: Arc::from(pod.node.0.as_str()),
+        kind,
+        side,
+        src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        src_port: 0,
+        dst_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        dst_port: 0,
+        pid: 1000 + pod_index,
+        comm: Arc::from(pod.deployment.chars().take(15).collect::<String>()),
+        cgroup_id: 1,
+        netns: 4_026_532_000 + pod_index,
+        socket_id,
+        bytes_sent: 0,
+        bytes_received: 0,
+        retransmits: 0,
+        error: 0,
+    }
 }
