@@ -12,7 +12,8 @@ grep -q cgroup2 /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup
 # pods, the nat table for ClusterIPs). virtme-ng masks /lib/modules/VER in the VM, so
 # they come from the unpacked package (kernel.sh).
 export PATH="/usr/sbin:/sbin:$PATH"
-for m in veth iptable_nat iptable_filter nf_nat xt_nat xt_comment xt_statistic; do
+. "$SMAP_VM_REPO/tests/vm/modules.sh"
+for m in $harness_modules; do
 	modprobe -d "$SMAP_VM_MODROOT" "$m" 2>> "$SMAP_VM_OUT.modprobe"
 done
 echo "kernel $(uname -r)" > "$SMAP_VM_OUT"
