@@ -46,11 +46,7 @@ pub fn build_topology(
 
 /// Folds every event and returns the final engine.
 pub fn fold(input: BuildInput, config: Config, progress: &mut dyn FnMut(u64)) -> Result<Engine, BuildError> {
-    let mut engine = Engine::new(config);
-    for recording in &input.recordings {
-        let c = &recording.meta().counters;
-        engine.add_source_losses(c.dropped, c.evicted, c.unparsed);
-    }
+    let mut engine = engine_for(&input, config);
     let events = MergedEvents::facts(&input.recordings, input.snapshot)?;
     let mut folded = 0u64;
     for event in events {
@@ -62,4 +58,63 @@ pub fn fold(input: BuildInput, config: Config, progress: &mut dyn FnMut(u64)) ->
     }
     progress(folded);
     Ok(engine)
+}
+
+/// The map as of one moment of the input: what a time slider shows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    /// The moment: every event at or before it is folded.
+    pub time_ns: TimeNs,
+    /// The topology as of `time_ns`.
+    pub topology: Topology,
+}
+
+/// Folds every event like [`fold`], and takes the topology at `frames` moments evenly
+/// spread over the recordings' span, the last at its end. The engine computes each
+/// frame, so a frame is exactly what `smap build` of the events up to then gives.
+pub fn fold_frames(
+    input: BuildInput,
+    config: Config,
+    frames: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Engine, Vec<Frame>), BuildError> {
+    let metas = input.recordings.iter().map(Recording::meta);
+    let start = metas.clone().filter_map(|m| m.start_ns).min().unwrap_or(0);
+    let end = metas.filter_map(|m| m.end_ns).max().unwrap_or(start).max(start);
+    let frames = frames.max(1) as u64;
+    let span = i128::from(end - start);
+    let at = |i: u64| start + TimeNs::try_from(span * i128::from(i + 1) / i128::from(frames)).unwrap_or(end - start);
+    let mut taken = Vec::new();
+    let mut next = 0u64;
+    let mut engine = engine_for(&input, config);
+    let events = MergedEvents::facts(&input.recordings, input.snapshot)?;
+    let mut folded = 0u64;
+    for event in events {
+        let event = event?;
+        while next + 1 < frames && event.time_ns() > at(next) {
+            taken.push(Frame { time_ns: at(next), topology: engine.topology() });
+            next += 1;
+        }
+        engine.apply(&event);
+        folded += 1;
+        if folded.is_multiple_of(PROGRESS_EVERY) {
+            progress(folded);
+        }
+    }
+    progress(folded);
+    while next < frames {
+        taken.push(Frame { time_ns: at(next), topology: engine.topology() });
+        next += 1;
+    }
+    Ok((engine, taken))
+}
+
+/// A new engine that knows the losses the recordings report.
+fn engine_for(input: &BuildInput, config: Config) -> Engine {
+    let mut engine = Engine::new(config);
+    for recording in &input.recordings {
+        let c = &recording.meta().counters;
+        engine.add_source_losses(c.dropped, c.evicted, c.unparsed);
+    }
+    engine
 }

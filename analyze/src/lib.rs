@@ -11,6 +11,7 @@ mod conn_table;
 pub mod engine;
 pub mod events;
 pub mod export;
+pub mod html;
 mod object_versions;
 pub mod render;
 pub mod resolve;

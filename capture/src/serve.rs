@@ -1,5 +1,6 @@
-//! The HTTP side of `smap watch`: `/healthz`, `/readyz`, `/metrics` (Prometheus text
-//! format), `/map` (the topology as `smap build` writes it) and `/stats`.
+//! The HTTP side of `smap watch`: `/` (the live map page), `/healthz`, `/readyz`,
+//! `/metrics` (Prometheus text format), `/map` (the topology as `smap build` writes it)
+//! and `/stats`.
 //!
 //! Handlers only read what the pipeline last published (a pointer swapped under a
 //! lock held for nanoseconds, and atomic metrics), so a slow or busy client never holds
@@ -26,6 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use smap_analyze::events::{EmitterCounters, MapGauges, EVENT_TYPES, NODE_KINDS};
+use smap_analyze::html::{Page, Source};
 use smap_analyze::topology::Health;
 use tokio::sync::Notify;
 
@@ -457,9 +459,21 @@ impl LiveState {
     }
 }
 
+/// How often the live page asks for `/map` and `/stats`, in milliseconds.
+pub const PAGE_POLL_MS: u64 = 2000;
+
 /// The endpoints' router.
 pub fn router(state: Arc<LiveState>) -> Router {
+    let source = Source::Live { map: "/map", stats: "/stats", interval_ms: PAGE_POLL_MS };
+    let page = Bytes::from(Page { title: "smap watch", source, report: None }.render());
     Router::new()
+        .route(
+            "/",
+            get(move || {
+                let page = page.clone();
+                async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page) }
+            }),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

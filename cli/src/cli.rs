@@ -82,6 +82,9 @@ pub enum BuildFormat {
     Cypher,
     /// GraphML, for Gephi, yEd and networkx.
     Graphml,
+    /// One self-contained HTML page that draws the map, lists it as tables and steps
+    /// through the recordings' time; it loads nothing, so it opens offline.
+    Html,
 }
 
 /// `smap build`.
@@ -165,6 +168,9 @@ pub enum AnalyzeFormat {
     Dot,
     /// Mermaid flowchart of the topology, highlighted like DOT.
     Mermaid,
+    /// The HTML map page, with the findings and the baseline diff marked on the map and
+    /// the text report beside it.
+    Html,
 }
 
 /// Findings `--fail-on` can fail on, besides policy violations.

@@ -44,6 +44,7 @@
 //! `cargo test --workspace` (CI's command) or `cargo build -p smap-e2e` puts there.
 //! Without it, the traffic helpers fail with [`HarnessError::PeerNotFound`] saying so.
 
+pub mod browser;
 mod cluster;
 mod error;
 mod kube_proxy;

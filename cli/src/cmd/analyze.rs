@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use smap_analyze::analysis::{analyze, Check, DiffOptions, Options, Policy, Report};
+use smap_analyze::html::{Page, Source};
 use smap_analyze::render::{to_dot, to_mermaid};
 use smap_analyze::Topology;
 
 use crate::cli::{AnalyzeArgs, AnalyzeFormat, FailOn};
-use crate::cmd::build::{build, load_config};
+use crate::cmd::build::{build, load_config, page_title};
 use crate::output::write_output;
 
 /// Exit code when the gate fails: policy violations or findings given to `--fail-on`.
@@ -43,6 +44,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         AnalyzeFormat::Markdown => report.to_markdown(args.top),
         AnalyzeFormat::Dot => to_dot(&topology, &report.highlights()),
         AnalyzeFormat::Mermaid => to_mermaid(&topology, &report.highlights()),
+        AnalyzeFormat::Html => {
+            let title = page_title("smap analyze", &args.inputs);
+            Page { title: &title, source: Source::Topology(&topology), report: Some(&report) }.render()
+        }
     };
     write_output(args.output.as_deref(), &text)?;
     if report.gate.passed {

@@ -6,8 +6,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use smap_analyze::build::{fold_frames, Frame};
 use smap_analyze::config::WATCH_MAP_RETENTION;
 use smap_analyze::events::{replay, ChangeEvent, EmitterOptions};
+use smap_analyze::html::{Page, Source};
 use smap_analyze::render::{render, Format};
 use smap_analyze::{build_topology, BuildInput, Config, Topology};
 use smap_replay::kubectl::read_kubectl_file;
@@ -18,16 +20,25 @@ use crate::output::write_output;
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(args.config.as_deref())?;
+    // None: the HTML page.
     let format = match args.format {
-        BuildFormat::Json => Format::Json,
-        BuildFormat::Dot => Format::Dot,
-        BuildFormat::Mermaid => Format::Mermaid,
-        BuildFormat::Cypher => Format::Cypher,
-        BuildFormat::Graphml => Format::Graphml,
+        BuildFormat::Json => Some(Format::Json),
+        BuildFormat::Dot => Some(Format::Dot),
+        BuildFormat::Mermaid => Some(Format::Mermaid),
+        BuildFormat::Cypher => Some(Format::Cypher),
+        BuildFormat::Graphml => Some(Format::Graphml),
+        BuildFormat::Html => None,
     };
+    let title = page_title("smap map", &args.recordings);
     let Some(events) = &args.events else {
-        let topology = build(&args.recordings, &args.k8s_from, config)?;
-        write_output(args.output.as_deref(), &render(&topology, format))?;
+        let text = match format {
+            Some(format) => render(&build(&args.recordings, &args.k8s_from, config)?, format),
+            None => {
+                let frames = build_frames(&args.recordings, &args.k8s_from, config)?;
+                Page { title: &title, source: Source::Frames(&frames), report: None }.render()
+            }
+        };
+        write_output(args.output.as_deref(), &text)?;
         return Ok(ExitCode::SUCCESS);
     };
     let to_stdout = events.as_os_str() == "-";
@@ -42,7 +53,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     config.map_retention.get_or_insert(WATCH_MAP_RETENTION);
     let topology = build_events(&args.recordings, &args.k8s_from, config, options, sink)?;
     if args.output.is_some() || !to_stdout {
-        write_output(args.output.as_deref(), &render(&topology, format))?;
+        let text = match format {
+            Some(format) => render(&topology, format),
+            None => Page { title: &title, source: Source::Topology(&topology), report: None }.render(),
+        };
+        write_output(args.output.as_deref(), &text)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -53,6 +68,35 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
         Some(path) => Config::from_file(path).context("reading config"),
         None => Ok(Config::default()),
     }
+}
+
+/// The HTML page's title: what made it, and the names of the files it read.
+pub fn page_title(what: &str, inputs: &[impl AsRef<Path>]) -> String {
+    let names: Vec<String> = inputs
+        .iter()
+        .map(|path| {
+            let path = path.as_ref();
+            path.file_name().unwrap_or(path.as_os_str()).to_string_lossy().into_owned()
+        })
+        .collect();
+    format!("{what}: {}", names.join(", "))
+}
+
+/// Frames the time slider of the HTML page steps through, the last the whole map.
+const PAGE_FRAMES: usize = 24;
+
+/// Like [`build`], also taking the map at [`PAGE_FRAMES`] moments.
+fn build_frames(
+    recordings: &[impl AsRef<Path>],
+    k8s_from: &[impl AsRef<Path>],
+    config: Config,
+) -> anyhow::Result<Vec<Frame>> {
+    let input = open_input(recordings, k8s_from)?;
+    let (_, frames) = fold_frames(input, config, PAGE_FRAMES, &mut |_| {}).context("building topology")?;
+    if let Some(last) = frames.last() {
+        warn_losses(&last.topology);
+    }
+    Ok(frames)
 }
 
 /// Opens recordings and snapshots and folds them into a topology.

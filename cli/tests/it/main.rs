@@ -11,6 +11,7 @@ mod grafana;
 mod kernels;
 mod logs;
 mod long_lived;
+mod map_page;
 mod prometheus;
 mod stall;
 mod udp;
