@@ -97,7 +97,8 @@
     var edges = new Map();
     topology.edges.forEach(function (e) {
       var from = shownAs.get(e.source), to = shownAs.get(e.destination);
-      if (!from || !to) return;
+      // Calls inside one collapsed namespace stay inside it.
+      if (!from || !to || (from === to && from !== e.source)) return;
       var id = 'e:' + pairKey(from, to);
       var agg = edges.get(id);
       if (!agg) {
@@ -404,6 +405,7 @@
       }).then(function (topology) {
         // Until the agent's first map, /map is an empty object.
         if (!topology.services) return;
+        if (!state.topology) collapseIfLarge(topology);
         state.topology = topology;
         updateNamespaceFilter(topology);
         render();
@@ -459,13 +461,21 @@
     ];
   }
 
+  function collapseIfLarge(topology) {
+    if (Object.keys(topology.services).length <= COLLAPSE_ABOVE) return;
+    namespacesOf(topology).forEach(function (ns) { state.collapsed.add(ns); });
+    document.body.dataset.collapsedAtOpen = '1';
+  }
+
+  // For scripting from the browser's console (and the page's tests): the Cytoscape
+  // instance and the page's state.
+  window.smapMap = { cy: cy, state: state };
+
   setupFindings();
   if (data.live) {
     setupLive();
   } else {
-    if (Object.keys(state.topology.services).length > COLLAPSE_ABOVE) {
-      namespacesOf(state.topology).forEach(function (ns) { state.collapsed.add(ns); });
-    }
+    collapseIfLarge(state.topology);
     updateNamespaceFilter(state.topology);
     setupTimeline();
     render();

@@ -76,6 +76,14 @@ fn the_offline_page_names_every_service_loads_nothing_and_draws() {
     let rows = browser.eval("document.querySelectorAll('#dependencies tbody tr').length").unwrap();
     assert_eq!(rows.as_u64().unwrap(), topology["edges"].as_array().unwrap().len() as u64);
 
+    let drawn = "[smapMap.cy.nodes(':childless').length, smapMap.cy.edges().length]";
+    assert_eq!(browser.eval(drawn).unwrap(), serde_json::json!([4, 3]), "Bookinfo's services and calls, drawn");
+    browser.eval("document.getElementById('collapse-all').click()").unwrap();
+    let collapsed = browser.eval(drawn).unwrap();
+    assert_eq!(collapsed, serde_json::json!([1, 0]), "one namespace, its calls inside it");
+    browser.eval("document.getElementById('expand-all').click()").unwrap();
+    assert_eq!(browser.eval(drawn).unwrap(), serde_json::json!([4, 3]));
+
     let requests = browser.requests().unwrap();
     assert_eq!(requests, [url], "the page itself and nothing else");
     assert_eq!(browser.errors().unwrap(), Vec::<String>::new());
