@@ -20,18 +20,21 @@ out="$repo/target/vm-matrix"
 cache="$repo/target/vm-kernels"
 mkdir -p "$out" "$cache"
 
-# The test executables, as cargo builds them for `cargo test`.
+# The test executables, as `cargo test --workspace` (README's command) builds them, with
+# the binaries they run (smap, smap-e2e-peer): the same features, so nothing is built
+# twice. DIR: the package's directory.
+artifacts=$(cargo test -q --workspace --no-run --message-format=json 2>/dev/null)
 executable() {
-	cargo test -q -p "$1" --test it --no-run --message-format=json 2>/dev/null |
-		python3 -c 'import json,sys
+	python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "it":
-        print(m["executable"])'
+    if (m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "it"
+            and m["manifest_path"].endswith("/" + sys.argv[1] + "/Cargo.toml")):
+        print(m["executable"])' "$1" <<<"$artifacts"
 }
-cargo build -q -p smap -p smap-e2e --bins
-cli=$(executable smap)
-capture=$(executable smap-capture)
+cli=$(executable cli)
+capture=$(executable capture)
+[ -n "$cli" ] && [ -n "$capture" ] || { echo "matrix.sh: test executables not found" >&2; exit 1; }
 
 # What a supported kernel must pass: the capture of every kind of traffic smap maps.
 supported="$out/supported.txt"
