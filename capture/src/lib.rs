@@ -5,12 +5,14 @@
 //! [`smap_replay::ConnEvent`]s; [`kubectl_file`] follows Kubernetes state in a kubectl
 //! JSON file and [`k8s_api`] watches the Kubernetes API; [`record`] merges them into one
 //! time-ordered stream, records it and hands it to a live consumer; [`watch`] is the
-//! consumer of `smap watch` (change events, live state) and [`serve`] its HTTP endpoints,
-//! with [`graph_metrics`] its per-dependency series and [`otlp`] their push to a collector.
+//! consumer of `smap watch` (change events, live state) and [`serve`] its HTTP endpoints
+//! (accepted within [`http_server`]'s limits), with [`graph_metrics`] its per-dependency
+//! series and [`otlp`] their push to a collector.
 
 mod background;
 pub mod clock;
 pub mod graph_metrics;
+pub mod http_server;
 pub mod k8s_api;
 pub mod kernel;
 pub mod kubectl_file;

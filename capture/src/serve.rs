@@ -32,6 +32,7 @@ use smap_analyze::topology::Health;
 use tokio::sync::Notify;
 
 use crate::graph_metrics::GraphMetrics;
+use crate::http_server::{serve_bounded, ConnectionMetrics, Limits};
 use crate::kernel::KernelCounters;
 
 /// Default address of the HTTP endpoints: loopback only, as a node agent should.
@@ -63,6 +64,8 @@ pub struct Metrics {
     ready: Gauge,
     processing: Histograms,
     otlp_exports_failed: Counter,
+    http_refused: Family<L1, Counter>,
+    http_open: Family<L1, Gauge>,
 }
 
 /// What the pipeline measures a duration of.
@@ -132,6 +135,8 @@ impl Metrics {
             change_events: Family::default(),
             ready: Gauge::default(),
             otlp_exports_failed: Counter::default(),
+            http_refused: Family::default(),
+            http_open: Family::default(),
             processing: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_01, 4.0, 11))),
         };
         let r = registry;
@@ -176,6 +181,12 @@ impl Metrics {
             "OTLP exports that failed after their retries (--otlp-endpoint)",
             m.otlp_exports_failed.clone(),
         );
+        r.register(
+            "http_connections_refused",
+            "HTTP connections closed at accept because the listener's connection cap was reached, by listener",
+            m.http_refused.clone(),
+        );
+        r.register("http_connections_open", "HTTP connections open now, by listener", m.http_open.clone());
         r.register_with_unit(
             "processing_duration",
             "Time spent in the pipeline, by operation",
@@ -448,6 +459,15 @@ impl LiveState {
         Ok(text)
     }
 
+    /// The counters of one listener's connections (`listener` label).
+    fn connection_metrics(&self, listener: &'static str) -> ConnectionMetrics {
+        let label = [("listener", listener)];
+        ConnectionMetrics {
+            refused: self.metrics.http_refused.get_or_create(&label).clone(),
+            open: self.metrics.http_open.get_or_create(&label).clone(),
+        }
+    }
+
     /// The `/stats` document.
     pub fn stats(&self) -> serde_json::Value {
         let mut stats = self.published().stats.clone();
@@ -482,13 +502,28 @@ pub fn router(state: Arc<LiveState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the endpoints on `listener` until `shutdown` resolves.
+/// Serves the endpoints on `listener` until `shutdown` resolves, within
+/// [`Limits::ENDPOINTS`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<LiveState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let metrics = state.connection_metrics("endpoints");
+    serve_bounded(listener, router(state), Limits::ENDPOINTS, metrics, shutdown).await
+}
+
+/// Serves only `/healthz` and `/readyz` on `listener`, within [`Limits::PROBES`]: for
+/// the kubelet, on a port of their own, so that clients filling the endpoints' cap
+/// cannot fail the agent's probes.
+pub async fn serve_probes(
+    listener: tokio::net::TcpListener,
+    state: Arc<LiveState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let metrics = state.connection_metrics("probes");
+    let probes = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state);
+    serve_bounded(listener, probes, Limits::PROBES, metrics, shutdown).await
 }
 
 /// Alive: the process answers.

@@ -315,6 +315,10 @@ pub struct WatchArgs {
     /// Address of the HTTP endpoints (loopback by default; port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = smap_capture::serve::DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
+    /// Also serve `/healthz` and `/readyz` here, for the kubelet: clients that fill the
+    /// endpoints' connection cap cannot fail the probes on this port.
+    #[arg(long, value_name = "ADDR")]
+    pub probe_listen: Option<std::net::SocketAddr>,
     /// Also record the raw events into this new recording directory, for `smap build`.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,

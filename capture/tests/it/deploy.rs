@@ -3,7 +3,7 @@
 //! back to exactly what the file says), and the properties the install relies on hold:
 //! RBAC grants read verbs on exactly the resources smap watches, the DaemonSet is not
 //! privileged, adds only the capabilities the eBPF programs need, mounts host paths
-//! read-only and probes /healthz and /readyz on the port it listens on.
+//! read-only and probes /healthz and /readyz on the probe port it listens on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -197,14 +197,18 @@ fn host_paths_are_mounted_read_only_where_smap_looks() {
 }
 
 #[test]
-fn probes_hit_healthz_and_readyz_on_the_listening_port() {
+fn probes_hit_healthz_and_readyz_on_the_probe_port() {
     let m = manifests();
     let c = container(&m.daemon_set);
     let args = c.args.as_ref().unwrap();
     assert_eq!(args.first().map(String::as_str), Some("watch"));
     let listen = arg(c, "--listen").expect("--listen");
-    assert!(listen.starts_with("0.0.0.0:"), "the kubelet probes the pod IP, not loopback: {listen}");
-    let port: i32 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(listen.starts_with("0.0.0.0:"), "Prometheus scrapes the pod IP, not loopback: {listen}");
+    // The probes have a port of their own, which clients of the endpoints cannot fill.
+    let probe_listen = arg(c, "--probe-listen").expect("--probe-listen");
+    assert!(probe_listen.starts_with("0.0.0.0:"), "the kubelet probes the pod IP, not loopback: {probe_listen}");
+    assert_ne!(probe_listen, listen);
+    let port: i32 = probe_listen.rsplit(':').next().unwrap().parse().unwrap();
     let ports = c.ports.as_ref().unwrap();
     let named = |name: &str| ports.iter().find(|p| p.name.as_deref() == Some(name)).map(|p| p.container_port);
     for (probe, path) in [(&c.liveness_probe, "/healthz"), (&c.readiness_probe, "/readyz")] {
@@ -214,7 +218,7 @@ fn probes_hit_healthz_and_readyz_on_the_listening_port() {
             IntOrString::Int(p) => Some(*p),
             IntOrString::String(name) => named(name),
         };
-        assert_eq!(probe_port, Some(port), "{path} probes the port smap listens on");
+        assert_eq!(probe_port, Some(port), "{path} probes the port smap serves probes on");
     }
     // The node name comes from the downward API, not the pod's hostname.
     assert_eq!(arg(c, "--node"), Some("$(NODE_NAME)"));

@@ -7,6 +7,7 @@
 )]
 
 mod deploy;
+mod http_limits;
 mod k8s_api;
 mod kernel;
 mod open_conns;

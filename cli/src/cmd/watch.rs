@@ -10,7 +10,7 @@ use smap_analyze::events::EmitterOptions;
 use smap_capture::kernel::KernelConfig;
 use smap_capture::otlp::{OtlpOptions, OtlpProtocol, OtlpPush};
 use smap_capture::record::{capture, CaptureOptions, DEFAULT_REORDER_WINDOW};
-use smap_capture::serve::{serve, LiveState};
+use smap_capture::serve::{serve, serve_probes, LiveState};
 use smap_capture::watch::WatchConsumer;
 
 use crate::cli::{OtlpProtocolArg, WatchArgs};
@@ -74,11 +74,22 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {} (give --listen)", args.listen))?;
         let address = listener.local_addr().context("reading the listening address")?;
-        tracing::info!("serving /healthz /readyz /metrics /map /stats on http://{address}");
-        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, state.clone(), async move {
-            let _ = server_stopped.await;
-        }));
+        tracing::info!("serving / /healthz /readyz /metrics /map /stats on http://{address}");
+        let (stop_server, server_stopped) = tokio::sync::watch::channel(false);
+        let stopped = |mut seen: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = seen.wait_for(|stop| *stop).await;
+        };
+        let probes = match args.probe_listen {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("listening on {address} (give --probe-listen)"))?;
+                tracing::info!("serving /healthz /readyz on http://{address}");
+                Some(tokio::spawn(serve_probes(listener, state.clone(), stopped(server_stopped.clone()))))
+            }
+            None => None,
+        };
+        let server = tokio::spawn(serve(listener, state.clone(), stopped(server_stopped)));
         let shutdown = async move {
             tokio::select! {
                 () = signal => {}
@@ -88,11 +99,13 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         let summary = capture(options, shutdown, &mut consumer).await;
         // Flush pending changes and the final snapshot whatever ended the capture.
         let finished = consumer.finish();
-        let _ = stop_server.send(());
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!("HTTP server: {error}"),
-            Err(error) => tracing::warn!("HTTP server task: {error}"),
+        let _ = stop_server.send(true);
+        for server in std::iter::once(server).chain(probes) {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!("HTTP server: {error}"),
+                Err(error) => tracing::warn!("HTTP server task: {error}"),
+            }
         }
         let summary = summary.context("watching")?;
         finished.context("writing change events")?;
