@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, Namespace, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
@@ -59,11 +60,12 @@ struct Manifests {
     cluster_role: ClusterRole,
     binding: ClusterRoleBinding,
     daemon_set: DaemonSet,
+    network_policy: NetworkPolicy,
 }
 
 fn manifests() -> Manifests {
-    let (mut namespaces, mut accounts, mut roles, mut bindings, mut daemon_sets) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut namespaces, mut accounts, mut roles, mut bindings, mut daemon_sets, mut policies) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (file, value) in documents() {
         match value["kind"].as_str().unwrap_or_default() {
             "Namespace" => namespaces.push(typed::<Namespace>(&file, &value)),
@@ -71,6 +73,7 @@ fn manifests() -> Manifests {
             "ClusterRole" => roles.push(typed::<ClusterRole>(&file, &value)),
             "ClusterRoleBinding" => bindings.push(typed::<ClusterRoleBinding>(&file, &value)),
             "DaemonSet" => daemon_sets.push(typed::<DaemonSet>(&file, &value)),
+            "NetworkPolicy" => policies.push(typed::<NetworkPolicy>(&file, &value)),
             other => panic!("{file}: unexpected kind {other:?}"),
         }
     }
@@ -80,12 +83,14 @@ fn manifests() -> Manifests {
     one(roles.len(), "ClusterRole");
     one(bindings.len(), "ClusterRoleBinding");
     one(daemon_sets.len(), "DaemonSet");
+    one(policies.len(), "NetworkPolicy");
     Manifests {
         namespace: namespaces.remove(0),
         service_account: accounts.remove(0),
         cluster_role: roles.remove(0),
         binding: bindings.remove(0),
         daemon_set: daemon_sets.remove(0),
+        network_policy: policies.remove(0),
     }
 }
 
@@ -235,4 +240,42 @@ fn the_kustomization_lists_every_manifest() {
         kustomization["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()).collect();
     let files: BTreeSet<String> = documents().into_iter().map(|(file, _)| file).collect();
     assert_eq!(listed, files);
+}
+
+#[test]
+fn the_network_policy_opens_the_map_to_one_namespace_and_the_probes_to_all() {
+    let m = manifests();
+    let policy = &m.network_policy;
+    assert_eq!(policy.metadata.namespace, m.daemon_set.metadata.namespace);
+    let spec = policy.spec.as_ref().unwrap();
+    let pod_labels = m.daemon_set.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    let selected = spec.pod_selector.as_ref().unwrap().match_labels.clone().unwrap();
+    assert!(selected.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "selects the agent's pods: {selected:?}");
+    assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]), "egress (the API server) untouched");
+
+    let c = container(&m.daemon_set);
+    let port_of = |flag: &str| -> i32 { arg(c, flag).unwrap().rsplit(':').next().unwrap().parse().unwrap() };
+    let (endpoints, probes) = (port_of("--listen"), port_of("--probe-listen"));
+    let rules = spec.ingress.as_ref().unwrap();
+    let ports = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| -> Vec<i32> {
+        rule.ports
+            .iter()
+            .flatten()
+            .filter_map(|p| match &p.port {
+                Some(IntOrString::Int(n)) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    };
+    let endpoint_rules: Vec<_> = rules.iter().filter(|r| ports(r).contains(&endpoints)).collect();
+    assert_eq!(endpoint_rules.len(), 1);
+    let from = endpoint_rules[0].from.as_ref().expect("the endpoints are not open to every pod");
+    assert!(
+        from.iter().all(|peer| peer.namespace_selector.is_some() && peer.ip_block.is_none()),
+        "only selected namespaces reach the map: {from:?}"
+    );
+    let probe_rules: Vec<_> = rules.iter().filter(|r| ports(r).contains(&probes)).collect();
+    assert_eq!(probe_rules.len(), 1);
+    assert!(probe_rules[0].from.is_none(), "the kubelet reaches the probes from the node");
+    assert_eq!(ports(probe_rules[0]), [probes], "nothing but the probe port is open to all");
 }
