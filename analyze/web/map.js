@@ -248,8 +248,8 @@
     var q = state.search;
     cy.batch(function () {
       cy.elements().removeClass('match dimmed');
-      if (q === '') return;
       var topology = currentTopology();
+      if (q === '' || !topology) return;
       cy.nodes().forEach(function (n) {
         var s = topology.services[n.id()];
         var hit = s ? searchText(n.id(), s).indexOf(q) >= 0 : n.data('label').toLowerCase().indexOf(q) >= 0;
@@ -356,6 +356,7 @@
   });
   $('fit').addEventListener('click', function () { cy.fit(undefined, 30); });
   $('collapse-all').addEventListener('click', function () {
+    if (!state.topology) return;
     namespacesOf(state.topology).forEach(function (ns) { state.collapsed.add(ns); });
     render();
   });
