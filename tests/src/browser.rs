@@ -31,8 +31,8 @@ pub enum BrowserError {
     /// Chromium could not be started.
     #[error("starting {CHROMIUM}: {0}")]
     Start(std::io::Error),
-    /// Chromium did not say where its DevTools endpoint is.
-    #[error("chromium did not open its DevTools port within {0:?}")]
+    /// Chromium did not open its DevTools endpoint, or no page on it, in time.
+    #[error("chromium did not open its DevTools port and a page within {0:?}")]
     NoPort(Duration),
     /// The WebSocket to the DevTools endpoint failed.
     #[error("DevTools connection: {0}")]
@@ -136,12 +136,20 @@ impl Browser {
             requests: Vec::new(),
             errors: Vec::new(),
         };
-        let targets = browser.call("Target.getTargets", json!({}))?;
-        let page = targets["targetInfos"]
-            .as_array()
-            .and_then(|targets| targets.iter().find(|t| t["type"] == "page"))
-            .map(|t| t["targetId"].clone())
-            .unwrap_or(Value::Null);
+        // The first page may be listed a moment after the endpoint opens.
+        let started = Instant::now();
+        let page = loop {
+            let targets = browser.call("Target.getTargets", json!({}))?;
+            let page = targets["targetInfos"]
+                .as_array()
+                .and_then(|targets| targets.iter().find(|t| t["type"] == "page"))
+                .map(|t| t["targetId"].clone());
+            match page {
+                Some(page) => break page,
+                None if started.elapsed() < STEP_TIMEOUT => std::thread::sleep(Duration::from_millis(50)),
+                None => return Err(BrowserError::NoPort(STEP_TIMEOUT)),
+            }
+        };
         let attached = browser.call("Target.attachToTarget", json!({"targetId": page, "flatten": true}))?;
         browser.session = attached["sessionId"].as_str().unwrap_or_default().to_owned();
         for domain in ["Page", "Network", "Runtime", "Log"] {
