@@ -92,7 +92,8 @@ fn build_frames(
     config: Config,
 ) -> anyhow::Result<Vec<Frame>> {
     let input = open_input(recordings, k8s_from)?;
-    let (_, frames) = fold_frames(input, config, PAGE_FRAMES, &mut |_| {}).context("building topology")?;
+    let (_, frames) =
+        with_progress(|progress| fold_frames(input, config, PAGE_FRAMES, progress)).context("building topology")?;
     if let Some(last) = frames.last() {
         warn_losses(&last.topology);
     }
@@ -106,16 +107,7 @@ pub fn build(
     config: Config,
 ) -> anyhow::Result<Topology> {
     let input = open_input(recordings, k8s_from)?;
-    let progress = progress_bar();
-    let mut on_progress = |n: u64| {
-        if let Some(bar) = &progress {
-            bar.set_position(n);
-        }
-    };
-    let topology = build_topology(input, config, &mut on_progress).context("building topology")?;
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
+    let topology = with_progress(|progress| build_topology(input, config, progress)).context("building topology")?;
     warn_losses(&topology);
     Ok(topology)
 }
@@ -188,6 +180,20 @@ fn warn_losses(topology: &Topology) {
     if stats.dropped > 0 {
         tracing::warn!("the recordings report {} kernel events lost", stats.dropped);
     }
+}
+
+/// Runs a fold with a spinner of the events folded on stderr, when it is a terminal.
+fn with_progress<T>(fold: impl FnOnce(&mut dyn FnMut(u64)) -> T) -> T {
+    let bar = progress_bar();
+    let result = fold(&mut |n: u64| {
+        if let Some(bar) = &bar {
+            bar.set_position(n);
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result
 }
 
 fn progress_bar() -> Option<indicatif::ProgressBar> {
