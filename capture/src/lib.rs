@@ -6,9 +6,11 @@
 //! JSON file and [`k8s_api`] watches the Kubernetes API; [`record`] merges them into one
 //! time-ordered stream, records it and hands it to a live consumer; [`watch`] is the
 //! consumer of `smap watch` (change events, live state) and [`serve`] its HTTP endpoints
-//! (accepted within [`http_server`]'s limits), with [`graph_metrics`] its per-dependency
+//! (accepted within [`http_server`]'s limits, the map readable by the tokens
+//! [`access`] allows), with [`graph_metrics`] its per-dependency
 //! series and [`otlp`] their push to a collector.
 
+pub mod access;
 mod background;
 pub mod clock;
 pub mod graph_metrics;

@@ -60,6 +60,17 @@ pub enum Command {
     Man,
 }
 
+/// Who may read the map of `smap watch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Auth {
+    /// Anyone who reaches --listen.
+    None,
+    /// Requests with a bearer token that the Kubernetes API authenticates (TokenReview)
+    /// and whose user RBAC lets `get` the path (SubjectAccessReview), as kube-rbac-proxy
+    /// checks; the API is found as for --k8s-api (--kubeconfig, --context, in-cluster).
+    Kubernetes,
+}
+
 /// How log lines are written to stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -319,6 +330,9 @@ pub struct WatchArgs {
     /// endpoints' connection cap cannot fail the probes on this port.
     #[arg(long, value_name = "ADDR")]
     pub probe_listen: Option<std::net::SocketAddr>,
+    /// Who may read the map (`/`, `/map`, `/stats`); `/metrics` and the probes stay open.
+    #[arg(long, value_enum, default_value_t = Auth::None)]
+    pub auth: Auth,
     /// Also record the raw events into this new recording directory, for `smap build`.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,

@@ -58,6 +58,7 @@ struct Manifests {
     namespace: Namespace,
     service_account: ServiceAccount,
     cluster_role: ClusterRole,
+    reader_role: ClusterRole,
     binding: ClusterRoleBinding,
     daemon_set: DaemonSet,
     network_policy: NetworkPolicy,
@@ -80,14 +81,20 @@ fn manifests() -> Manifests {
     let one = |n: usize, what: &str| assert_eq!(n, 1, "exactly one {what}");
     one(namespaces.len(), "Namespace");
     one(accounts.len(), "ServiceAccount");
-    one(roles.len(), "ClusterRole");
+    assert_eq!(roles.len(), 2, "the agent's ClusterRole and the map reader's");
+    let mut role = |name: &str| {
+        let at = roles.iter().position(|r| r.metadata.name.as_deref() == Some(name));
+        roles.remove(at.unwrap_or_else(|| panic!("no ClusterRole {name}")))
+    };
+    let (cluster_role, reader_role) = (role("smap"), role("smap-map-reader"));
     one(bindings.len(), "ClusterRoleBinding");
     one(daemon_sets.len(), "DaemonSet");
     one(policies.len(), "NetworkPolicy");
     Manifests {
         namespace: namespaces.remove(0),
         service_account: accounts.remove(0),
-        cluster_role: roles.remove(0),
+        cluster_role,
+        reader_role,
         binding: bindings.remove(0),
         daemon_set: daemon_sets.remove(0),
         network_policy: policies.remove(0),
@@ -109,8 +116,18 @@ fn arg<'a>(c: &'a Container, flag: &str) -> Option<&'a str> {
 fn rbac_grants_read_verbs_on_exactly_the_watched_resources() {
     let m = manifests();
     let mut granted: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut reviews: BTreeSet<(String, String)> = BTreeSet::new();
     for rule in m.cluster_role.rules.as_ref().unwrap() {
         let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+        let resources = rule.resources.as_ref().unwrap();
+        if resources.iter().any(|r| r.ends_with("reviews")) {
+            // --auth kubernetes: creating a review writes nothing, it asks a question.
+            assert_eq!(verbs, BTreeSet::from(["create"]), "{resources:?}");
+            for group in rule.api_groups.as_ref().unwrap() {
+                reviews.extend(resources.iter().map(|r| (group.clone(), r.clone())));
+            }
+            continue;
+        }
         assert!(verbs.is_subset(&BTreeSet::from(["get", "list", "watch"])), "read-only verbs: {verbs:?}");
         assert!(verbs.contains("list") && verbs.contains("watch"), "the watcher lists and watches: {verbs:?}");
         assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
@@ -124,6 +141,11 @@ fn rbac_grants_read_verbs_on_exactly_the_watched_resources() {
     let watched: BTreeSet<(String, String)> =
         WATCHED.iter().map(|w| (w.group.to_owned(), w.plural.to_owned())).collect();
     assert_eq!(granted, watched, "the ClusterRole covers exactly what smap watches");
+    let asked = BTreeSet::from([
+        ("authentication.k8s.io".to_owned(), "tokenreviews".to_owned()),
+        ("authorization.k8s.io".to_owned(), "subjectaccessreviews".to_owned()),
+    ]);
+    assert_eq!(reviews, asked, "and the two reviews of --auth kubernetes, nothing else it may create");
 
     let ns = m.namespace.metadata.name.as_deref().unwrap();
     let account = m.service_account.metadata.name.as_deref().unwrap();
@@ -278,4 +300,20 @@ fn the_network_policy_opens_the_map_to_one_namespace_and_the_probes_to_all() {
     assert_eq!(probe_rules.len(), 1);
     assert!(probe_rules[0].from.is_none(), "the kubelet reaches the probes from the node");
     assert_eq!(ports(probe_rules[0]), [probes], "nothing but the probe port is open to all");
+}
+
+#[test]
+fn the_map_is_restricted_to_the_map_reader_role() {
+    let m = manifests();
+    assert_eq!(arg(container(&m.daemon_set), "--auth"), Some("kubernetes"), "the map is not open to every pod");
+    let rules = m.reader_role.rules.as_ref().unwrap();
+    assert_eq!(rules.len(), 1);
+    let rule = &rules[0];
+    assert_eq!(rule.verbs, ["get"]);
+    assert!(
+        rule.api_groups.is_none() && rule.resources.is_none(),
+        "no resource of the cluster, only the agent's paths"
+    );
+    let urls: BTreeSet<&str> = rule.non_resource_urls.iter().flatten().map(String::as_str).collect();
+    assert_eq!(urls, BTreeSet::from(["/", "/map", "/stats"]), "exactly the paths --auth restricts");
 }

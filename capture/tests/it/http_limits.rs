@@ -43,7 +43,13 @@ fn stalled_clients_are_capped_and_dropped_while_the_probes_answer() {
     let fds = raise_fd_limit();
     assert!(fds > 2 * STALLED as u64 + 512, "the test needs {} descriptors, has {fds}", 2 * STALLED + 512);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let endpoints = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    // A backlog for all of them: the clients connect at once, not as the server accepts.
+    let endpoints = {
+        let _inside = runtime.enter();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        socket.listen(4096).unwrap()
+    };
     let probes = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let (endpoints_at, probes_at) = (endpoints.local_addr().unwrap(), probes.local_addr().unwrap());
     let state = LiveState::new();

@@ -6,6 +6,7 @@
     reason = "tests: a panic is the failure report, and skips are announced on stderr"
 )]
 
+mod access;
 mod deploy;
 mod http_limits;
 mod k8s_api;

@@ -3,17 +3,20 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use smap_analyze::config::WATCH_MAP_RETENTION;
 use smap_analyze::events::EmitterOptions;
+use smap_capture::access::KubeAccess;
+use smap_capture::k8s_api::KubeOptions;
 use smap_capture::kernel::KernelConfig;
 use smap_capture::otlp::{OtlpOptions, OtlpProtocol, OtlpPush};
 use smap_capture::record::{capture, CaptureOptions, DEFAULT_REORDER_WINDOW};
-use smap_capture::serve::{serve, serve_probes, LiveState};
+use smap_capture::serve::{serve, serve_probes, serve_restricted, LiveState};
 use smap_capture::watch::WatchConsumer;
 
-use crate::cli::{OtlpProtocolArg, WatchArgs};
+use crate::cli::{Auth, OtlpProtocolArg, WatchArgs};
 use crate::cmd::build::load_config;
 use crate::cmd::capture::shutdown_signal;
 
@@ -89,7 +92,14 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
-        let server = tokio::spawn(serve(listener, state.clone(), stopped(server_stopped)));
+        let server = match args.auth {
+            Auth::None => tokio::spawn(serve(listener, state.clone(), stopped(server_stopped))),
+            Auth::Kubernetes => {
+                let access = kube_access(&args).await?;
+                tracing::info!("/ /map /stats need a bearer token the Kubernetes API allows");
+                tokio::spawn(serve_restricted(listener, state.clone(), access, stopped(server_stopped)))
+            }
+        };
         let shutdown = async move {
             tokio::select! {
                 () = signal => {}
@@ -140,7 +150,7 @@ fn start_otlp(
     args: &WatchArgs,
     runtime: &tokio::runtime::Runtime,
     node: &str,
-    state: &std::sync::Arc<LiveState>,
+    state: &Arc<LiveState>,
 ) -> anyhow::Result<Option<OtlpPush>> {
     let Some(endpoint) = &args.otlp_endpoint else { return Ok(None) };
     let protocol = match args.otlp_protocol {
@@ -165,4 +175,15 @@ fn start_otlp(
     let push = push.context("starting the OTLP push")?;
     tracing::info!("pushing metrics every {} to {endpoint} over OTLP", args.otlp_interval);
     Ok(Some(push))
+}
+
+/// The token checker of `--auth kubernetes`, with a client found as `--k8s-api` finds it.
+async fn kube_access(args: &WatchArgs) -> anyhow::Result<Arc<KubeAccess>> {
+    let options = KubeOptions {
+        kubeconfig: args.k8s.kubeconfig.clone(),
+        context: args.k8s.context.clone(),
+        ..KubeOptions::default()
+    };
+    let access = KubeAccess::connect(&options).await.context("--auth kubernetes")?;
+    Ok(Arc::new(access))
 }

@@ -9,17 +9,11 @@
 //! kinds, protocols, health states, event kinds); the per-dependency series
 //! (`graph_metrics.rs`) have one series per dependency of the map.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,12 +21,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use smap_analyze::events::{EmitterCounters, MapGauges, EVENT_TYPES, NODE_KINDS};
-use smap_analyze::html::{Page, Source};
 use smap_analyze::topology::Health;
 use tokio::sync::Notify;
 
 use crate::graph_metrics::GraphMetrics;
-use crate::http_server::{serve_bounded, ConnectionMetrics, Limits};
+use crate::http_server::ConnectionMetrics;
 use crate::kernel::KernelCounters;
 
 /// Default address of the HTTP endpoints: loopback only, as a node agent should.
@@ -479,82 +472,6 @@ impl LiveState {
     }
 }
 
-/// How often the live page asks for `/map` and `/stats`, in milliseconds.
-pub const PAGE_POLL_MS: u64 = 2000;
+mod routes;
 
-/// The endpoints' router.
-pub fn router(state: Arc<LiveState>) -> Router {
-    let source = Source::Live { map: "/map", stats: "/stats", interval_ms: PAGE_POLL_MS };
-    let page = Bytes::from(Page { title: "smap watch", source, report: None }.render());
-    Router::new()
-        .route(
-            "/",
-            get(move || {
-                let page = page.clone();
-                async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page) }
-            }),
-        )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/map", get(map))
-        .route("/stats", get(stats))
-        .with_state(state)
-}
-
-/// Serves the endpoints on `listener` until `shutdown` resolves, within
-/// [`Limits::ENDPOINTS`].
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<LiveState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let metrics = state.connection_metrics("endpoints");
-    serve_bounded(listener, router(state), Limits::ENDPOINTS, metrics, shutdown).await
-}
-
-/// Serves only `/healthz` and `/readyz` on `listener`, within [`Limits::PROBES`]: for
-/// the kubelet, on a port of their own, so that clients filling the endpoints' cap
-/// cannot fail the agent's probes.
-pub async fn serve_probes(
-    listener: tokio::net::TcpListener,
-    state: Arc<LiveState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let metrics = state.connection_metrics("probes");
-    let probes = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state);
-    serve_bounded(listener, probes, Limits::PROBES, metrics, shutdown).await
-}
-
-/// Alive: the process answers.
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(state): State<Arc<LiveState>>) -> Response {
-    if state.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: kernel programs or Kubernetes state not in yet\n").into_response()
-    }
-}
-
-async fn metrics(State(state): State<Arc<LiveState>>) -> Response {
-    state.fresh().await;
-    match state.render_metrics() {
-        Ok(text) => ([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], text).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
-    }
-}
-
-async fn map(State(state): State<Arc<LiveState>>) -> Response {
-    state.fresh().await;
-    let map = state.published().map.clone();
-    ([(header::CONTENT_TYPE, "application/json")], map).into_response()
-}
-
-async fn stats(State(state): State<Arc<LiveState>>) -> Response {
-    let mut text = serde_json::to_string_pretty(&state.stats()).unwrap_or_default();
-    text.push('\n');
-    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
-}
+pub use routes::{restricted_router, router, serve, serve_probes, serve_restricted, PAGE_POLL_MS};
