@@ -165,6 +165,7 @@ async fn loopback_tcp_and_udp_events_are_exact() {
     if !privileged_or_skip() {
         return;
     }
+    let _turn = crate::MACHINE_TURN.lock().await;
     let config = KernelConfig { udp_flush_interval: Duration::from_millis(200), ..KernelConfig::new("test-node") };
     let mut capture = KernelCapture::start(config).expect("start the kernel capture");
     // Every hook attaches, but for the UDP set not taken: this machine's kernel refuses

@@ -13,3 +13,7 @@ mod k8s_api;
 mod kernel;
 mod open_conns;
 mod otlp;
+
+/// Tests that load the kernel capture, or flood the machine with connections, take
+/// turns: a capture sees every socket, and a flood beside it would overrun its ring.
+pub(crate) static MACHINE_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

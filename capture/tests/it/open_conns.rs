@@ -36,6 +36,7 @@ async fn every_connection_open_at_start_is_found_once_and_reported_at_the_end() 
     if !privileged_or_skip() {
         return;
     }
+    let _turn = crate::MACHINE_TURN.lock().await;
     allow_descriptors(2 * CONNECTIONS as u64 + 256);
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
