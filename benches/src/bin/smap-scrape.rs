@@ -79,8 +79,11 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<()> {
     }
 }
 
-/// CPU time of the HTTP server: the runtime's worker threads (named
-/// `tokio-runtime-worker`, shown truncated), not the scrapers or the pipeline.
+/// The name of the server runtime's threads.
+const SERVER_THREADS: &str = "smap-http";
+
+/// CPU time of the HTTP server: the runtime's threads (named [`SERVER_THREADS`]), not
+/// the scrapers or the pipeline.
 fn server_cpu_seconds() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -88,7 +91,7 @@ fn server_cpu_seconds() -> f64 {
     let mut total = 0.0;
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("tokio-runtime-w") {
+        if comm.trim_end() != SERVER_THREADS {
             continue;
         }
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
@@ -120,7 +123,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() else {
+    let Ok(runtime) =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name(SERVER_THREADS).enable_all().build()
+    else {
         eprintln!("error: starting the runtime");
         return ExitCode::FAILURE;
     };
