@@ -1,5 +1,6 @@
 //! Who may read the map: `smap watch --auth kubernetes` asks the Kubernetes API about
-//! each request's bearer token, as kube-rbac-proxy does. A TokenReview says who the
+//! each request's bearer token, as kube-rbac-proxy does; `--auth token-file` compares it
+//! with the tokens of a file, for clusters without those reviews. A TokenReview says who the
 //! token belongs to; a SubjectAccessReview says whether that user may `get` the
 //! request's path (a non-resource URL, granted by RBAC like `/map`). Answers are cached
 //! for a minute per token and path, so a browser polling every two seconds costs the
@@ -8,6 +9,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -37,6 +39,82 @@ pub enum Verdict {
     Forbidden,
     /// The API server could not be asked: 503, never an open door.
     Unavailable,
+}
+
+/// Who may read the map.
+pub enum Access {
+    /// Tokens the Kubernetes API authenticates and authorizes for the path.
+    Kubernetes(KubeAccess),
+    /// The tokens of a file, each allowed every restricted path.
+    Tokens(TokenFile),
+}
+
+impl Access {
+    /// Whether `token` may `get` `path`.
+    pub async fn check(&self, token: Option<&str>, path: &str) -> Verdict {
+        match self {
+            Access::Kubernetes(kube) => kube.check(token, path).await,
+            Access::Tokens(file) => file.check(token),
+        }
+    }
+}
+
+/// Why a token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// It could not be read.
+    #[error("reading the token file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It holds no token: every request would be refused.
+    #[error("the token file {path} holds no token")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Bearer tokens read once from a file: one per line, blank lines and `#` comments
+/// skipped (a mounted Secret, say; the agent reads it at start).
+pub struct TokenFile {
+    tokens: Vec<String>,
+}
+
+impl TokenFile {
+    /// Reads `path`.
+    pub fn read(path: &Path) -> Result<Self, TokenFileError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| TokenFileError::Read { path: path.to_owned(), source })?;
+        let tokens: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        if tokens.is_empty() {
+            return Err(TokenFileError::Empty { path: path.to_owned() });
+        }
+        Ok(TokenFile { tokens })
+    }
+
+    fn check(&self, token: Option<&str>) -> Verdict {
+        let Some(token) = token else { return Verdict::Unauthenticated };
+        // Every token compared, each in time independent of where it differs.
+        let known = self.tokens.iter().fold(false, |found, t| found | same_bytes(t.as_bytes(), token.as_bytes()));
+        if known {
+            Verdict::Allowed
+        } else {
+            Verdict::Unauthenticated
+        }
+    }
+}
+
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// Checks bearer tokens against the Kubernetes API.

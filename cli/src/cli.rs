@@ -69,6 +69,9 @@ pub enum Auth {
     /// and whose user RBAC lets `get` the path (SubjectAccessReview), as kube-rbac-proxy
     /// checks; the API is found as for --k8s-api (--kubeconfig, --context, in-cluster).
     Kubernetes,
+    /// Requests with a bearer token listed in --token-file (clusters without the
+    /// Kubernetes reviews).
+    TokenFile,
 }
 
 /// How log lines are written to stderr.
@@ -333,6 +336,9 @@ pub struct WatchArgs {
     /// Who may read the map (`/`, `/map`, `/stats`); `/metrics` and the probes stay open.
     #[arg(long, value_enum, default_value_t = Auth::None)]
     pub auth: Auth,
+    /// With `--auth token-file`: the bearer tokens allowed, one per line (`#` comments).
+    #[arg(long, value_name = "FILE", required_if_eq("auth", "token-file"))]
+    pub token_file: Option<PathBuf>,
     /// Also record the raw events into this new recording directory, for `smap build`.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,

@@ -14,7 +14,7 @@ use prometheus_client::encoding::prometheus_text;
 use smap_analyze::html::{Page, Source};
 
 use super::LiveState;
-use crate::access::{KubeAccess, Verdict};
+use crate::access::{Access, Verdict};
 use crate::http_server::{serve_bounded, Limits};
 
 /// How often the live page asks for `/map` and `/stats`, in milliseconds.
@@ -28,7 +28,7 @@ pub fn router(state: Arc<LiveState>) -> Router {
 /// The endpoints' router where the map (`/`, `/map`, `/stats`) is served only to
 /// requests whose bearer token `access` allows; `/metrics` and the probes stay open
 /// for Prometheus and the kubelet.
-pub fn restricted_router(state: Arc<LiveState>, access: Arc<KubeAccess>) -> Router {
+pub fn restricted_router(state: Arc<LiveState>, access: Arc<Access>) -> Router {
     let map = map_routes().route_layer(axum::middleware::from_fn_with_state(access, require_access));
     map.merge(open_routes()).with_state(state)
 }
@@ -54,7 +54,7 @@ fn open_routes() -> Router<Arc<LiveState>> {
 }
 
 async fn require_access(
-    State(access): State<Arc<KubeAccess>>,
+    State(access): State<Arc<Access>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -90,7 +90,7 @@ pub async fn serve(
 pub async fn serve_restricted(
     listener: tokio::net::TcpListener,
     state: Arc<LiveState>,
-    access: Arc<KubeAccess>,
+    access: Arc<Access>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     serve_router(listener, state.clone(), restricted_router(state, access), shutdown).await

@@ -1,6 +1,7 @@
 //! `smap watch --auth kubernetes`: the map's paths answer only requests whose bearer
 //! token a Kubernetes API server authenticates (TokenReview) and authorizes for the
-//! path (SubjectAccessReview); `/metrics` and the probes stay open. The API server is a
+//! path (SubjectAccessReview); `/metrics` and the probes stay open. And `--auth
+//! token-file`, for clusters without those reviews. The API server is a
 //! loopback stand-in answering both reviews with real object JSON, reached through a
 //! kubeconfig as the agent reaches the real one.
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
-use smap_capture::access::KubeAccess;
+use smap_capture::access::{Access, KubeAccess, TokenFile};
 use smap_capture::k8s_api::KubeOptions;
 use smap_capture::serve::{serve_restricted, LiveState};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -137,7 +138,7 @@ fn the_map_answers_only_tokens_the_kubernetes_api_allows() {
         tokio::spawn(api_server(api, asked.clone()));
         let dir = tempfile::tempdir().unwrap();
         let options = KubeOptions { kubeconfig: Some(kubeconfig(dir.path(), api_at)), ..KubeOptions::default() };
-        let access = Arc::new(KubeAccess::connect(&options).await.unwrap());
+        let access = Arc::new(Access::Kubernetes(KubeAccess::connect(&options).await.unwrap()));
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -185,7 +186,7 @@ fn an_unreachable_api_server_refuses_the_map_rather_than_opening_it() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let options = KubeOptions { kubeconfig: Some(kubeconfig(dir.path(), closed)), ..KubeOptions::default() };
-        let access = Arc::new(KubeAccess::connect(&options).await.unwrap());
+        let access = Arc::new(Access::Kubernetes(KubeAccess::connect(&options).await.unwrap()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -195,6 +196,44 @@ fn an_unreachable_api_server_refuses_the_map_rather_than_opening_it() {
         assert_eq!(status(address, "/map", Some(READER)).await, 503);
         assert_eq!(status(address, "/map", None).await, 401, "no token: refused without asking");
         assert_eq!(status(address, "/metrics", None).await, 200);
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    });
+}
+
+#[test]
+fn a_token_file_lets_only_its_tokens_read_the_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    std::fs::write(&path, "# readers of the map\ngrafana-2f9c\n\n  ci-7d1e  \n").unwrap();
+    let tokens = TokenFile::read(&path).unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "# nobody yet\n\n").unwrap();
+    let error = TokenFile::read(&empty).err().unwrap().to_string();
+    assert!(error.contains("holds no token"), "{error}");
+    assert!(TokenFile::read(&dir.path().join("missing")).is_err());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let access = Arc::new(Access::Tokens(tokens));
+        let server = tokio::spawn(serve_restricted(listener, LiveState::new(), access, async move {
+            let _ = stopped.await;
+        }));
+        for path in ["/", "/stats"] {
+            assert_eq!(status(address, path, None).await, 401, "{path} without a token");
+            assert_eq!(status(address, path, Some("grafana-2f9")).await, 401, "{path}: a prefix is not the token");
+            assert_eq!(
+                status(address, path, Some("# readers of the map")).await,
+                401,
+                "{path}: comments are not tokens"
+            );
+            assert_eq!(status(address, path, Some("grafana-2f9c")).await, 200, "{path}");
+            assert_eq!(status(address, path, Some("ci-7d1e")).await, 200, "{path}: trimmed");
+        }
+        assert_eq!(status(address, "/healthz", None).await, 200);
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
     });

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use smap_analyze::config::WATCH_MAP_RETENTION;
 use smap_analyze::events::EmitterOptions;
-use smap_capture::access::KubeAccess;
+use smap_capture::access::{Access, KubeAccess, TokenFile};
 use smap_capture::k8s_api::KubeOptions;
 use smap_capture::kernel::KernelConfig;
 use smap_capture::otlp::{OtlpOptions, OtlpProtocol, OtlpPush};
@@ -92,13 +92,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
-        let server = match args.auth {
-            Auth::None => tokio::spawn(serve(listener, state.clone(), stopped(server_stopped))),
-            Auth::Kubernetes => {
-                let access = kube_access(&args).await?;
-                tracing::info!("/ /map /stats need a bearer token the Kubernetes API allows");
-                tokio::spawn(serve_restricted(listener, state.clone(), access, stopped(server_stopped)))
-            }
+        let server = match access(&args).await? {
+            None => tokio::spawn(serve(listener, state.clone(), stopped(server_stopped))),
+            Some(access) => tokio::spawn(serve_restricted(listener, state.clone(), access, stopped(server_stopped))),
         };
         let shutdown = async move {
             tokio::select! {
@@ -177,13 +173,24 @@ fn start_otlp(
     Ok(Some(push))
 }
 
-/// The token checker of `--auth kubernetes`, with a client found as `--k8s-api` finds it.
-async fn kube_access(args: &WatchArgs) -> anyhow::Result<Arc<KubeAccess>> {
-    let options = KubeOptions {
-        kubeconfig: args.k8s.kubeconfig.clone(),
-        context: args.k8s.context.clone(),
-        ..KubeOptions::default()
+/// Who may read the map, as `--auth` says: `None` for anyone.
+async fn access(args: &WatchArgs) -> anyhow::Result<Option<Arc<Access>>> {
+    let access = match (args.auth, &args.token_file) {
+        (Auth::None, _) => return Ok(None),
+        (Auth::Kubernetes, _) => {
+            let options = KubeOptions {
+                kubeconfig: args.k8s.kubeconfig.clone(),
+                context: args.k8s.context.clone(),
+                ..KubeOptions::default()
+            };
+            tracing::info!("/ /map /stats need a bearer token the Kubernetes API allows");
+            Access::Kubernetes(KubeAccess::connect(&options).await.context("--auth kubernetes")?)
+        }
+        (Auth::TokenFile, Some(path)) => {
+            tracing::info!("/ /map /stats need a bearer token of {}", path.display());
+            Access::Tokens(TokenFile::read(path)?)
+        }
+        (Auth::TokenFile, None) => anyhow::bail!("--auth token-file needs --token-file"),
     };
-    let access = KubeAccess::connect(&options).await.context("--auth kubernetes")?;
-    Ok(Arc::new(access))
+    Ok(Some(Arc::new(access)))
 }
