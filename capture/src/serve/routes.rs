@@ -62,7 +62,9 @@ async fn require_access(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| value.split_once(' '))
+        // The scheme is case-insensitive (RFC 9110).
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()));
     match access.check(token, request.uri().path()).await {
         Verdict::Allowed => next.run(request).await,
         Verdict::Unauthenticated => {

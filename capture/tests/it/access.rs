@@ -119,8 +119,13 @@ fn kubeconfig(dir: &Path, api: SocketAddr) -> PathBuf {
 
 /// The status of a GET, with a bearer token if given.
 async fn status(address: SocketAddr, path: &str, token: Option<&str>) -> u16 {
+    status_with(address, path, token.map(|t| format!("Bearer {t}")).as_deref()).await
+}
+
+/// The status of a GET with this Authorization header, if any.
+async fn status_with(address: SocketAddr, path: &str, authorization: Option<&str>) -> u16 {
     let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
     let request = format!("GET {path} HTTP/1.1\r\nHost: smap\r\n{auth}Connection: close\r\n\r\n");
     socket.write_all(request.as_bytes()).await.unwrap();
     let mut reply = String::new();
@@ -233,6 +238,8 @@ fn a_token_file_lets_only_its_tokens_read_the_map() {
             assert_eq!(status(address, path, Some("grafana-2f9c")).await, 200, "{path}");
             assert_eq!(status(address, path, Some("ci-7d1e")).await, 200, "{path}: trimmed");
         }
+        assert_eq!(status_with(address, "/stats", Some("bearer ci-7d1e")).await, 200, "the scheme in any case");
+        assert_eq!(status_with(address, "/stats", Some("Basic ci-7d1e")).await, 401, "only bearer tokens");
         assert_eq!(status(address, "/healthz", None).await, 200);
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
