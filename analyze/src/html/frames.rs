@@ -13,11 +13,11 @@ use crate::topology::{Endpoints, Health, Service, Topology};
 
 /// How many frames a page of this topology carries: 24, fewer for large maps, so the
 /// frames stay near 8 MB in all. In the captured shop's page a frame's edge takes 46
-/// bytes and a service 68, with ids of about 8 characters; 90 and 60 allow for ids of
-/// 25 (the services' ids count once more in the edges).
+/// bytes and a service 68, with ids of about 8 characters; 90 each allows for ids of 25
+/// (an edge holds two).
 pub fn frame_budget(topology: &Topology) -> usize {
     const BUDGET_BYTES: usize = 8 << 20;
-    let per_frame = 90 * topology.edges.len() + 60 * topology.services.len() + 100;
+    let per_frame = 90 * topology.edges.len() + 90 * topology.services.len() + 100;
     (BUDGET_BYTES / per_frame).clamp(2, 24)
 }
 
