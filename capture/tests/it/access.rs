@@ -133,6 +133,33 @@ async fn status_with(address: SocketAddr, path: &str, authorization: Option<&str
     reply.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
+/// The endpoints with the map behind `access`, on a free loopback port, until dropped.
+struct Endpoints {
+    address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Endpoints {
+    async fn start(access: Access) -> Endpoints {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_restricted(listener, LiveState::new(), Arc::new(access), async move {
+            let _ = stopped.await;
+        }));
+        Endpoints { address, stop: Some(stop), server }
+    }
+
+    /// Stops the server and checks it stopped cleanly.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).unwrap();
+        }
+        (&mut self.server).await.unwrap().unwrap();
+    }
+}
+
 #[test]
 fn the_map_answers_only_tokens_the_kubernetes_api_allows() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -143,14 +170,10 @@ fn the_map_answers_only_tokens_the_kubernetes_api_allows() {
         tokio::spawn(api_server(api, asked.clone()));
         let dir = tempfile::tempdir().unwrap();
         let options = KubeOptions { kubeconfig: Some(kubeconfig(dir.path(), api_at)), ..KubeOptions::default() };
-        let access = Arc::new(Access::Kubernetes(KubeAccess::connect(&options).await.unwrap()));
+        let access = Access::Kubernetes(KubeAccess::connect(&options).await.unwrap());
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_restricted(listener, LiveState::new(), access, async move {
-            let _ = stopped.await;
-        }));
+        let endpoints = Endpoints::start(access).await;
+        let address = endpoints.address;
 
         for path in ["/", "/map", "/stats"] {
             assert_eq!(status(address, path, None).await, 401, "{path} without a token");
@@ -178,8 +201,7 @@ fn the_map_answers_only_tokens_the_kubernetes_api_allows() {
             "the review names the user and the path: {asked:?}"
         );
         assert!(asked.iter().all(|a| !a.contains("/metrics") && !a.contains("/healthz")), "{asked:?}");
-        stop.send(()).unwrap();
-        server.await.unwrap().unwrap();
+        endpoints.stop().await;
     });
 }
 
@@ -191,18 +213,13 @@ fn an_unreachable_api_server_refuses_the_map_rather_than_opening_it() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let options = KubeOptions { kubeconfig: Some(kubeconfig(dir.path(), closed)), ..KubeOptions::default() };
-        let access = Arc::new(Access::Kubernetes(KubeAccess::connect(&options).await.unwrap()));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_restricted(listener, LiveState::new(), access, async move {
-            let _ = stopped.await;
-        }));
+        let access = Access::Kubernetes(KubeAccess::connect(&options).await.unwrap());
+        let endpoints = Endpoints::start(access).await;
+        let address = endpoints.address;
         assert_eq!(status(address, "/map", Some(READER)).await, 503);
         assert_eq!(status(address, "/map", None).await, 401, "no token: refused without asking");
         assert_eq!(status(address, "/metrics", None).await, 200);
-        stop.send(()).unwrap();
-        server.await.unwrap().unwrap();
+        endpoints.stop().await;
     });
 }
 
@@ -220,13 +237,9 @@ fn a_token_file_lets_only_its_tokens_read_the_map() {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let access = Arc::new(Access::Tokens(tokens));
-        let server = tokio::spawn(serve_restricted(listener, LiveState::new(), access, async move {
-            let _ = stopped.await;
-        }));
+        let access = Access::Tokens(tokens);
+        let endpoints = Endpoints::start(access).await;
+        let address = endpoints.address;
         for path in ["/", "/stats"] {
             assert_eq!(status(address, path, None).await, 401, "{path} without a token");
             assert_eq!(status(address, path, Some("grafana-2f9")).await, 401, "{path}: a prefix is not the token");
@@ -241,7 +254,6 @@ fn a_token_file_lets_only_its_tokens_read_the_map() {
         assert_eq!(status_with(address, "/stats", Some("bearer ci-7d1e")).await, 200, "the scheme in any case");
         assert_eq!(status_with(address, "/stats", Some("Basic ci-7d1e")).await, 401, "only bearer tokens");
         assert_eq!(status(address, "/healthz", None).await, 200);
-        stop.send(()).unwrap();
-        server.await.unwrap().unwrap();
+        endpoints.stop().await;
     });
 }
