@@ -46,6 +46,8 @@ impl Engine {
                 port: key.port,
                 connections: stats_of_edge.connections,
                 failed: stats_of_edge.failed,
+                failures: stats_of_edge.failures,
+                retransmits: stats_of_edge.retransmits,
                 bytes_sent: stats_of_edge.bytes_sent,
                 bytes_received: stats_of_edge.bytes_received,
                 first_seen: format_rfc3339(stats_of_edge.first_seen),

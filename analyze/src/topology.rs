@@ -175,6 +175,13 @@ pub struct Edge {
     pub connections: u64,
     /// Connection attempts that failed.
     pub failed: u64,
+    /// The failed attempts by why they failed (absent when none failed).
+    #[serde(default, skip_serializing_if = "Failures::is_empty")]
+    pub failures: Failures,
+    /// TCP segments retransmitted by either end, as counted when the connections
+    /// closed (absent when none were).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retransmits: u64,
     /// Payload bytes from source to destination.
     pub bytes_sent: u64,
     /// Payload bytes from destination to source.
@@ -183,6 +190,90 @@ pub struct Edge {
     pub first_seen: String,
     /// Last time seen (RFC 3339).
     pub last_seen: String,
+}
+
+/// Failed connection attempts by cause, from the error the kernel gave the
+/// connecting socket. Each key is written only when non-zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failures {
+    /// Refused: nothing listened, the peer answered the SYN with a reset (ECONNREFUSED).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refused: u64,
+    /// Timed out: the SYNs went unanswered (ETIMEDOUT), as behind a firewall that drops.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timed_out: u64,
+    /// Unreachable: a router or the local stack had no way there (EHOSTUNREACH,
+    /// ENETUNREACH).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unreachable: u64,
+    /// Reset while the handshake was under way (ECONNRESET).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reset: u64,
+    /// Abandoned: the application closed the socket before the handshake finished,
+    /// with no error from the kernel; a client's own connect timeout does this.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub abandoned: u64,
+    /// Any other errno.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub other: u64,
+}
+
+impl Failures {
+    /// Counts one failed attempt by the errno the kernel reported for it.
+    pub fn count(&mut self, errno: u16) {
+        let slot = match errno {
+            0 => &mut self.abandoned,
+            111 => &mut self.refused,
+            110 => &mut self.timed_out,
+            101 | 113 => &mut self.unreachable,
+            104 => &mut self.reset,
+            _ => &mut self.other,
+        };
+        *slot += 1;
+    }
+
+    /// Adds another set of counts.
+    pub fn add(&mut self, other: &Failures) {
+        self.refused += other.refused;
+        self.timed_out += other.timed_out;
+        self.unreachable += other.unreachable;
+        self.reset += other.reset;
+        self.abandoned += other.abandoned;
+        self.other += other.other;
+    }
+
+    /// The counts less an earlier reading of them (saturating).
+    pub fn since(&self, earlier: &Failures) -> Failures {
+        Failures {
+            refused: self.refused.saturating_sub(earlier.refused),
+            timed_out: self.timed_out.saturating_sub(earlier.timed_out),
+            unreachable: self.unreachable.saturating_sub(earlier.unreachable),
+            reset: self.reset.saturating_sub(earlier.reset),
+            abandoned: self.abandoned.saturating_sub(earlier.abandoned),
+            other: self.other.saturating_sub(earlier.other),
+        }
+    }
+
+    /// Each cause with its count, in a fixed order, zeros included: metric labels.
+    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+        [
+            ("refused", self.refused),
+            ("timed_out", self.timed_out),
+            ("unreachable", self.unreachable),
+            ("reset", self.reset),
+            ("abandoned", self.abandoned),
+            ("other", self.other),
+        ]
+    }
+
+    /// Whether no attempt failed.
+    pub fn is_empty(&self) -> bool {
+        self.by_reason().iter().all(|(_, n)| *n == 0)
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Inputs and losses behind a topology.

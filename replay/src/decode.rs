@@ -178,6 +178,8 @@ impl FactsDecoder {
         let dst_port = primitive::<UInt16Type>(path, batch, "dst_port")?.values();
         let bytes_sent = primitive::<UInt64Type>(path, batch, "bytes_sent")?.values();
         let bytes_received = primitive::<UInt64Type>(path, batch, "bytes_received")?.values();
+        let retransmits = primitive::<UInt32Type>(path, batch, "retransmits")?.values();
+        let error = primitive::<UInt16Type>(path, batch, "error")?.values();
         // Every key was checked against its dictionary: indexing cannot fail.
         let (kinds, sides) = (&self.kind.values, &self.side.values);
         let (src_ips, dst_ips) = (&self.src_ip.values, &self.dst_ip.values);
@@ -193,6 +195,8 @@ impl FactsDecoder {
             dst_port: dst_port[row],
             bytes_sent: bytes_sent[row],
             bytes_received: bytes_received[row],
+            retransmits: retransmits[row],
+            error: error[row],
         }));
         Ok(out)
     }

@@ -190,6 +190,10 @@ pub struct ConnFacts {
     pub bytes_sent: u64,
     /// Payload bytes the reporting socket received.
     pub bytes_received: u64,
+    /// TCP segments the reporting socket retransmitted (at close).
+    pub retransmits: u32,
+    /// For failed connects, the errno; else 0.
+    pub error: u16,
 }
 
 /// A connection event, whole or reduced to its [`ConnFacts`]: what the engine and
@@ -211,6 +215,8 @@ impl ConnRecord for ConnEvent {
             dst_port: self.dst_port,
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,
+            retransmits: self.retransmits,
+            error: self.error,
         }
     }
 }

@@ -159,8 +159,19 @@ fn segment_stream(name: &str) -> Option<Stream> {
 }
 
 /// The columns [`ConnFacts`] are decoded from.
-const FACT_COLUMNS: [&str; 9] =
-    ["time", "kind", "side", "src_ip", "src_port", "dst_ip", "dst_port", "bytes_sent", "bytes_received"];
+const FACT_COLUMNS: [&str; 11] = [
+    "time",
+    "kind",
+    "side",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "bytes_sent",
+    "bytes_received",
+    "retransmits",
+    "error",
+];
 
 fn open_segment(stream: Stream, path: &Path, columns: Option<&[&str]>) -> Result<ParquetRecordBatchReader> {
     let file = File::open(path).map_err(ReplayError::io(path))?;

@@ -4,7 +4,7 @@
 use petgraph::Direction;
 use serde::Serialize;
 
-use crate::topology::NodeKind;
+use crate::topology::{Failures, NodeKind};
 
 use super::graph::{Link, ServiceGraph};
 
@@ -75,6 +75,10 @@ pub struct FailingEdge {
     pub connections: u64,
     /// Failed attempts.
     pub failed: u64,
+    /// The failed attempts by cause (absent when the topology does not say: one
+    /// written by an older smap).
+    #[serde(skip_serializing_if = "Failures::is_empty")]
+    pub failures: Failures,
     /// failed / (connections + failed), rounded to 4 decimals.
     pub failure_ratio: f64,
 }
@@ -129,6 +133,7 @@ pub fn dependencies(graph: &ServiceGraph<'_>) -> Dependencies {
             port: edge.port,
             connections: edge.connections,
             failed: edge.failed,
+            failures: edge.failures,
             failure_ratio: (ratio * 10_000.0).round() / 10_000.0,
         });
     }

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::conn_table::{count_new_bytes, directed_bytes, ConnKey, ConnState, ConnTable};
 use crate::object_versions::ObjectVersions;
 use crate::resolve::{is_local, resolve_destination, resolve_source, EntityRef};
-use crate::topology::BuildStats;
+use crate::topology::{BuildStats, Failures};
 
 mod retention;
 
@@ -48,6 +48,10 @@ pub struct EdgeStats {
     pub connections: u64,
     /// Failed connection attempts.
     pub failed: u64,
+    /// The failed attempts by cause.
+    pub failures: Failures,
+    /// TCP segments retransmitted, as reported at close.
+    pub retransmits: u64,
     /// Payload bytes caller to callee.
     pub bytes_sent: u64,
     /// Payload bytes callee to caller.
@@ -230,6 +234,7 @@ impl Engine {
                 let (edge, new) = self.edge_for(e);
                 let stats = &mut self.edges[edge as usize];
                 stats.failed += 1;
+                stats.failures.count(e.error);
                 stats.last_seen = stats.last_seen.max(e.time_ns);
                 Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
             }
@@ -344,6 +349,7 @@ impl Engine {
         let added = count_new_bytes(&mut state.counted, e);
         self.add_directed_bytes(state.edge, added);
         let edge = state.edge;
+        self.edges[edge as usize].retransmits += u64::from(e.retransmits);
         self.touch(edge, e.time_ns);
         if state.opened == 3 && state.closed == 3 {
             self.conns.remove(&key);
@@ -495,6 +501,8 @@ impl Engine {
             key,
             connections: 0,
             failed: 0,
+            failures: Failures::default(),
+            retransmits: 0,
             bytes_sent: 0,
             bytes_received: 0,
             first_seen: e.time_ns,

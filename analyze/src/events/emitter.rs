@@ -687,6 +687,7 @@ impl Emitter {
         let traffic = Traffic {
             connections: stats.connections,
             failed: stats.failed,
+            failures: stats.failures,
             bytes_sent: stats.bytes_sent,
             bytes_received: stats.bytes_received,
         };
@@ -794,6 +795,7 @@ impl Emitter {
             ports: state.ports.iter().cloned().collect(),
             connections: state.traffic.connections,
             failed: state.traffic.failed,
+            failures: state.traffic.failures,
         };
         self.emit(out, now, ChangeData::DependencyDetected(data));
         self.schedule(Timer::Expire(pair), expiry);

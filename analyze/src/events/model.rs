@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use smap_replay::time::{format_rfc3339, parse_rfc3339};
 use smap_replay::TimeNs;
 
-use crate::topology::{Endpoints, Health, NodeKind, ServiceType};
+use crate::topology::{Endpoints, Failures, Health, NodeKind, ServiceType};
 
 /// One change event: what changed, stamped with the event time it changed at.
 #[derive(Clone, Debug, PartialEq)]
@@ -203,6 +203,9 @@ pub struct DependencyDetected {
     pub connections: u64,
     /// Failed attempts so far.
     pub failed: u64,
+    /// The failed attempts so far by cause (absent when none failed).
+    #[serde(default, skip_serializing_if = "Failures::is_empty")]
+    pub failures: Failures,
 }
 
 /// Why a dependency is gone.
@@ -275,6 +278,9 @@ pub struct Traffic {
     pub connections: u64,
     /// Failed connection attempts.
     pub failed: u64,
+    /// The failed attempts by cause (absent when none failed).
+    #[serde(default, skip_serializing_if = "Failures::is_empty")]
+    pub failures: Failures,
     /// Payload bytes caller to callee.
     pub bytes_sent: u64,
     /// Payload bytes callee to caller.
@@ -287,6 +293,7 @@ impl Traffic {
         Traffic {
             connections: self.connections.saturating_sub(earlier.connections),
             failed: self.failed.saturating_sub(earlier.failed),
+            failures: self.failures.since(&earlier.failures),
             bytes_sent: self.bytes_sent.saturating_sub(earlier.bytes_sent),
             bytes_received: self.bytes_received.saturating_sub(earlier.bytes_received),
         }
@@ -296,6 +303,7 @@ impl Traffic {
     pub fn add(&mut self, other: &Traffic) {
         self.connections += other.connections;
         self.failed += other.failed;
+        self.failures.add(&other.failures);
         self.bytes_sent += other.bytes_sent;
         self.bytes_received += other.bytes_received;
     }

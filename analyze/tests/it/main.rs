@@ -8,6 +8,7 @@ use smap_replay::{Event, ObjectAction, ObjectEvent, ObjectKind};
 
 mod analysis;
 mod events;
+mod failures;
 mod frames;
 mod open_connections;
 mod port_reuse;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use smap_analyze::html::{Page, Source};
 use smap_analyze::topology::{
-    BuildStats, Edge, Endpoints, Health, NodeKind, Service, ServiceType, Topology, Window, TOPOLOGY_SCHEMA,
+    BuildStats, Edge, Endpoints, Failures, Health, NodeKind, Service, ServiceType, Topology, Window, TOPOLOGY_SCHEMA,
 };
 use smap_e2e::browser::Browser;
 
@@ -62,17 +62,22 @@ fn generated(services: usize, edges: usize) -> Topology {
     }
     let edges = pairs
         .into_iter()
-        .map(|(s, d)| Edge {
-            source: id(s),
-            destination: id(d),
-            protocol: "tcp".to_owned(),
-            port: 8080,
-            connections: 1 + u64::try_from(next(1000)).unwrap_or(0),
-            failed: u64::from(next(20) == 0),
-            bytes_sent: 1000,
-            bytes_received: 5000,
-            first_seen: "2026-01-01T00:00:00Z".to_owned(),
-            last_seen: "2026-01-01T01:00:00Z".to_owned(),
+        .map(|(s, d)| {
+            let failed = u64::from(next(20) == 0);
+            Edge {
+                source: id(s),
+                destination: id(d),
+                protocol: "tcp".to_owned(),
+                port: 8080,
+                connections: 1 + u64::try_from(next(1000)).unwrap_or(0),
+                failed,
+                failures: Failures { refused: failed, ..Failures::default() },
+                retransmits: 0,
+                bytes_sent: 1000,
+                bytes_received: 5000,
+                first_seen: "2026-01-01T00:00:00Z".to_owned(),
+                last_seen: "2026-01-01T01:00:00Z".to_owned(),
+            }
         })
         .collect();
     let window = Window { start: "2026-01-01T00:00:00Z".to_owned(), end: "2026-01-01T01:00:00Z".to_owned() };
