@@ -2,7 +2,8 @@
 //! Tempo, Beyla and Grafana's service graph and Node Graph panels read:
 //! `traces_service_graph_request_total` and `traces_service_graph_request_failed_total`
 //! by `client`, `server` and `connection_type`, plus `smap_dependency_bytes_total` by
-//! direction and `smap_edge_connections_total` by protocol and port.
+//! direction, `smap_dependency_failures_total` by cause, `smap_dependency_retransmits_total`
+//! and `smap_edge_connections_total` by protocol and port.
 //!
 //! `client` and `server` are topology ids (`namespace/name`, `external/ip:port`,
 //! `node/name`): unique across namespaces, and the ids `/map` and the change events use.
@@ -20,7 +21,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
-use smap_analyze::topology::{NodeKind, ServiceType, Topology};
+use smap_analyze::topology::{Failures, NodeKind, ServiceType, Topology};
 
 /// One dependency's totals.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,6 +29,8 @@ struct Dependency {
     connection_type: &'static str,
     requests: u64,
     failed: u64,
+    failures: Failures,
+    retransmits: u64,
     bytes_sent: u64,
     bytes_received: u64,
 }
@@ -90,6 +93,8 @@ impl GraphMetrics {
             dependency.connection_type = connection_type(kind, service_type);
             dependency.requests += edge.connections;
             dependency.failed += edge.failed;
+            dependency.failures.add(&edge.failures);
+            dependency.retransmits += edge.retransmits;
             dependency.bytes_sent += edge.bytes_sent;
             dependency.bytes_received += edge.bytes_received;
             series.edges.push((
@@ -154,6 +159,29 @@ impl Collector for GraphMetrics {
                 let labels = [("client", client.as_str()), ("server", server.as_str()), ("direction", direction)];
                 ConstCounter::new(bytes).encode(family.encode_family(&labels)?)?;
             }
+        }
+        // Only causes that occurred: a healthy dependency adds no series.
+        let mut family = encoder.encode_descriptor(
+            "smap_dependency_failures",
+            "Failed connection attempts from client to server, by cause",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((client, server), dependency) in &series.dependencies {
+            for (reason, count) in dependency.failures.by_reason().into_iter().filter(|(_, n)| *n > 0) {
+                let labels = [("client", client.as_str()), ("server", server.as_str()), ("reason", reason)];
+                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "smap_dependency_retransmits",
+            "TCP segments retransmitted between client and server, counted when connections close",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((client, server), dependency) in series.dependencies.iter().filter(|(_, d)| d.retransmits > 0) {
+            let labels = [("client", client.as_str()), ("server", server.as_str())];
+            ConstCounter::new(dependency.retransmits).encode(family.encode_family(&labels)?)?;
         }
         let mut family = encoder.encode_descriptor(
             "smap_edge_connections",

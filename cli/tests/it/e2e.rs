@@ -217,7 +217,17 @@ fn capture_records_clusterip_pod_ip_failed_and_udp_traffic_exactly() {
     let refused = cluster.tcp_call(&web, api_svc.addr(81), 10, 10).unwrap();
     assert!(!refused.is_ok());
     let quick = CallOptions { connect_timeout: Duration::from_millis(500), ..CallOptions::default() };
-    let timed_out = cluster.tcp_call_with(&web, ghost.addr(80), 10, 10, quick).unwrap();
+    let abandoned = cluster.tcp_call_with(&web, ghost.addr(80), 10, 10, quick).unwrap();
+    assert!(!abandoned.is_ok());
+    // One SYN retry: the kernel gives up after about 3 s, before the client's 5 s.
+    let retries = cluster
+        .command_in(&web, "sysctl")
+        .unwrap()
+        .args(["-qw", "net.ipv4.tcp_syn_retries=1"])
+        .status()
+        .unwrap();
+    assert!(retries.success());
+    let timed_out = cluster.tcp_call(&web, ghost.addr(80), 10, 10).unwrap();
     assert!(!timed_out.is_ok());
     let udp = cluster.udp_call(&web, dns_svc.addr(53), 40, 120).unwrap();
     assert!(udp.is_ok(), "{udp:?}");
@@ -246,12 +256,28 @@ fn capture_records_clusterip_pod_ip_failed_and_udp_traffic_exactly() {
             "shop/web -> shop/api tcp/80 connections=3 failed=0 sent=3000 received=7500",
             "shop/web -> shop/api tcp/81 connections=0 failed=1 sent=0 received=0",
             "shop/web -> shop/dns udp/53 connections=1 failed=0 sent=40 received=120",
-            "shop/web -> shop/ghost tcp/80 connections=0 failed=1 sent=0 received=0",
+            "shop/web -> shop/ghost tcp/80 connections=0 failed=2 sent=0 received=0",
             "shop/web -> shop/orders-db tcp/5432 connections=2 failed=0 sent=600 received=1400",
         ],
         "UDP events: {udp_events:?}"
     );
     assert_eq!(topology["stats"]["both_ends_merged"], 6, "5 TCP connections and 1 UDP flow seen from both ends");
+    // Each failure by its cause: nothing listening on 81; the client's own 500 ms
+    // timeout against the dropping address, then the kernel's.
+    let failures: Vec<String> = topology["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.get("failures").is_some())
+        .map(|e| format!("{} -> {}:{} {}", e["source"], e["destination"], e["port"], e["failures"]))
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            r#""shop/web" -> "shop/api":81 {"refused":1}"#,
+            r#""shop/web" -> "shop/ghost":80 {"abandoned":1,"timed_out":1}"#,
+        ]
+    );
     insta::assert_json_snapshot!("e2e_capture_topology", without_times(topology.clone()));
 
     // The right processes: the client's connect and the server's accept carry their pids.
@@ -267,8 +293,8 @@ fn capture_records_clusterip_pod_ip_failed_and_udp_traffic_exactly() {
         assert_eq!(accept.pid, db_server.pid(), "the server's pid, not the client's");
     }
     let failed: Vec<u16> = events.iter().filter(|e| e.kind == ConnKind::TcpConnectFailed).map(|e| e.error).collect();
-    assert_eq!(failed.len(), 2);
-    assert!(failed.contains(&111), "refused: {failed:?}");
+    assert_eq!(failed.len(), 3);
+    assert!(failed.contains(&111) && failed.contains(&110), "refused and timed out: {failed:?}");
 
     // Replays are deterministic.
     assert_eq!(build(&recording), topology);

@@ -160,6 +160,16 @@ fn prometheus_scrapes_one_service_graph_series_per_dependency() {
     let sent = prometheus.query("smap_dependency_bytes_total{server=\"shop/api\",direction=\"sent\"}");
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["value"][1], "1500");
+    // By cause, and only causes that occurred: one series, for the refusals.
+    let causes = prometheus.query("smap_dependency_failures_total");
+    let causes: Vec<(&str, &str, &str)> = causes
+        .iter()
+        .map(|s| {
+            let m = &s["metric"];
+            (m["server"].as_str().unwrap(), m["reason"].as_str().unwrap(), s["value"][1].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(causes, [("shop/payments", "refused", "2")]);
     let ports = prometheus.query("smap_edge_connections_total{server=\"shop/orders-db\"}");
     assert_eq!(ports.len(), 1, "{ports:?}");
     assert_eq!(
