@@ -1,8 +1,11 @@
 //! Resolution rules: which topology node an address stands for, as of now.
 //!
 //! Destination: ClusterIP -> Service; pod IP -> the pod's Service (EndpointSlices,
-//! else selectors) -> else its workload; node IP -> a hostNetwork pod declaring the
-//! port, else the node; anything else -> an external `ip:port`.
+//! else selectors) -> else its workload; node IP -> the Service with that node port,
+//! else a hostNetwork pod declaring the port, else the node; a Service's external or
+//! load-balancer IP with one of its ports -> that Service; anything else -> an
+//! external `ip:port`. Through a node port or a load balancer the edge is keyed by
+//! the Service port, as the server's end resolves it.
 //! Source: pod IP -> its Service -> else its workload; node IP -> node; else external.
 
 use std::net::IpAddr;
@@ -85,6 +88,9 @@ pub fn resolve_destination(cluster: &ClusterState, ip: &IpAddr, port: u16) -> (E
         return pod_destination(cluster, pod, port);
     }
     if let Some(node) = cluster.node_by_ip(&ip) {
+        if let Some((service, service_port)) = cluster.service_by_node_port(port) {
+            return (EntityRef::Service(service.key.clone()), service_port);
+        }
         let host_pod = cluster
             .pods()
             .filter(|p| p.host_network && p.node.as_deref() == Some(&**node) && p.container_ports.contains(&port))
@@ -93,6 +99,9 @@ pub fn resolve_destination(cluster: &ClusterState, ip: &IpAddr, port: u16) -> (E
             Some(pod) => pod_destination(cluster, pod, port),
             None => (EntityRef::Node(node.clone()), port),
         };
+    }
+    if let Some(service) = cluster.service_by_entry_ip(&ip, port) {
+        return (EntityRef::Service(service.key.clone()), port);
     }
     (EntityRef::External { ip, port: Some(port) }, port)
 }

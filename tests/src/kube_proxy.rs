@@ -70,6 +70,12 @@ pub(crate) fn render(ports: &[PortRules<'_>], blackholes: &[Ipv4Addr]) -> String
              -j {svc_chain}",
             p.cluster_ip, p.port.port
         ));
+        if let Some(node_port) = p.port.node_port {
+            rules.push(format!(
+                "-A KUBE-NODEPORTS -p {proto} -m comment --comment \"{label}\" -m {proto} --dport {node_port} \
+                 -j {svc_chain}"
+            ));
+        }
         let n = p.endpoints.len();
         for (i, endpoint) in p.endpoints.iter().enumerate() {
             let sep_chain = chain("KUBE-SEP", &[&label, proto, &endpoint.to_string()]);
@@ -101,7 +107,9 @@ pub(crate) fn render(ports: &[PortRules<'_>], blackholes: &[Ipv4Addr]) -> String
     out.push_str(
         "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n",
     );
-    out.push_str(":KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-POSTROUTING - [0:0]\n");
+    out.push_str(
+        ":KUBE-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-POSTROUTING - [0:0]\n",
+    );
     for c in &chains {
         let _ = writeln!(out, ":{c} - [0:0]");
     }
@@ -117,6 +125,14 @@ pub(crate) fn render(ports: &[PortRules<'_>], blackholes: &[Ipv4Addr]) -> String
     for r in &rules {
         out.push_str(r);
         out.push('\n');
+    }
+    // Last in KUBE-SERVICES, as kube-proxy puts it: a node address's NodePorts. Only
+    // when there are some, so that other tests need no addrtype match (xt_addrtype).
+    if ports.iter().any(|p| p.port.node_port.is_some()) {
+        out.push_str(
+            "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports\" -m addrtype --dst-type LOCAL \
+             -j KUBE-NODEPORTS\n",
+        );
     }
     out.push_str("COMMIT\n");
 

@@ -283,9 +283,13 @@ fn service_json(service: &ServiceState) -> Value {
             if let Some(name) = &p.name {
                 value["name"] = json!(name);
             }
+            if let Some(node_port) = p.node_port {
+                value["nodePort"] = json!(node_port);
+            }
             value
         })
         .collect();
+    let node_port = spec.ports.iter().any(|p| p.node_port.is_some());
     let mut metadata = json!({
         "creationTimestamp": time(service.created),
         "name": spec.name,
@@ -304,8 +308,11 @@ fn service_json(service: &ServiceState) -> Value {
         "ipFamilyPolicy": "SingleStack",
         "ports": ports,
         "sessionAffinity": "None",
-        "type": "ClusterIP",
+        "type": if node_port { "NodePort" } else { "ClusterIP" },
     });
+    if node_port {
+        spec_value["externalTrafficPolicy"] = json!("Cluster");
+    }
     if spec.manual_endpoints.is_none() {
         spec_value["selector"] = labels_json(&spec.selector);
     }

@@ -189,22 +189,42 @@ pub struct ServicePort {
     pub target_port: TargetPort,
     /// TCP or UDP.
     pub protocol: Protocol,
+    /// The port on every node's address that reaches this one too (`type: NodePort`).
+    pub node_port: Option<u16>,
 }
 
 impl ServicePort {
     /// A TCP port forwarding `port` to `target_port`.
     pub fn tcp(port: u16, target_port: u16) -> Self {
-        ServicePort { name: None, port, target_port: TargetPort::Number(target_port), protocol: Protocol::Tcp }
+        ServicePort {
+            name: None,
+            port,
+            target_port: TargetPort::Number(target_port),
+            protocol: Protocol::Tcp,
+            node_port: None,
+        }
     }
 
     /// A UDP port forwarding `port` to `target_port`.
     pub fn udp(port: u16, target_port: u16) -> Self {
-        ServicePort { name: None, port, target_port: TargetPort::Number(target_port), protocol: Protocol::Udp }
+        ServicePort {
+            name: None,
+            port,
+            target_port: TargetPort::Number(target_port),
+            protocol: Protocol::Udp,
+            node_port: None,
+        }
     }
 
     /// Names the port.
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Opens the port on the node's address too, as a NodePort Service does.
+    pub fn node_port(mut self, port: u16) -> Self {
+        self.node_port = Some(port);
         self
     }
 

@@ -77,6 +77,9 @@ pub struct ServicePort {
     pub target_port_name: Option<String>,
     /// TCP, UDP or SCTP.
     pub protocol: String,
+    /// The port on every node's address that reaches it too (NodePort and
+    /// LoadBalancer Services).
+    pub node_port: Option<u16>,
 }
 
 /// What resolution needs of a Service.
@@ -90,6 +93,9 @@ pub struct ServiceInfo {
     pub name: Arc<str>,
     /// ClusterIPs (none for headless and ExternalName Services).
     pub cluster_ips: Vec<IpAddr>,
+    /// Addresses outside the cluster's ranges that reach its ports:
+    /// `spec.externalIPs` and the load balancer's `status.loadBalancer.ingress[].ip`.
+    pub entry_ips: Vec<IpAddr>,
     /// Ports.
     pub ports: Vec<ServicePort>,
     /// Pod selector (None: endpoints are managed by hand).
@@ -154,6 +160,11 @@ pub struct ClusterState {
     pod_by_ip: HashMap<IpAddr, Key>,
     services: HashMap<Key, ServiceInfo>,
     service_by_ip: HashMap<IpAddr, Key>,
+    /// Services by external or load-balancer address: one address may front several
+    /// Services on different ports (a shared load-balancer IP).
+    services_by_entry_ip: HashMap<IpAddr, BTreeSet<Key>>,
+    /// Services by node port (unique in a cluster).
+    service_by_node_port: HashMap<u16, Key>,
     /// Services by namespace: the selector fallback looks only at the pod's own.
     services_by_namespace: HashMap<Arc<str>, BTreeSet<Key>>,
     slices: HashMap<Key, SliceInfo>,
@@ -259,6 +270,22 @@ impl ClusterState {
     /// The Service whose ClusterIP is `ip`.
     pub fn service_by_cluster_ip(&self, ip: &IpAddr) -> Option<&ServiceInfo> {
         self.service_by_ip.get(ip).and_then(|k| self.services.get(k))
+    }
+
+    /// The Service a node address's `port` forwards to, with the Service port it
+    /// stands for.
+    pub fn service_by_node_port(&self, port: u16) -> Option<(&ServiceInfo, u16)> {
+        let service = self.service_by_node_port.get(&port).and_then(|k| self.services.get(k))?;
+        service.ports.iter().find(|p| p.node_port == Some(port)).map(|p| (service, p.port))
+    }
+
+    /// The Service an external or load-balancer address fronts on `port`.
+    pub fn service_by_entry_ip(&self, ip: &IpAddr, port: u16) -> Option<&ServiceInfo> {
+        self.services_by_entry_ip
+            .get(ip)?
+            .iter()
+            .filter_map(|k| self.services.get(k))
+            .find(|s| s.ports.iter().any(|p| p.port == port))
     }
 
     /// The node whose address is `ip`.
@@ -401,6 +428,12 @@ impl ClusterState {
         for ip in &service.cluster_ips {
             self.service_by_ip.insert(*ip, service.key.clone());
         }
+        for ip in &service.entry_ips {
+            self.services_by_entry_ip.entry(*ip).or_default().insert(service.key.clone());
+        }
+        for port in service.ports.iter().filter_map(|p| p.node_port) {
+            self.service_by_node_port.insert(port, service.key.clone());
+        }
         self.services_by_namespace.entry(service.namespace.clone()).or_default().insert(service.key.clone());
         self.services.insert(service.key.clone(), service);
     }
@@ -416,6 +449,19 @@ impl ClusterState {
             for ip in &old.cluster_ips {
                 if self.service_by_ip.get(ip) == Some(key) {
                     self.service_by_ip.remove(ip);
+                }
+            }
+            for ip in &old.entry_ips {
+                if let Some(keys) = self.services_by_entry_ip.get_mut(ip) {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        self.services_by_entry_ip.remove(ip);
+                    }
+                }
+            }
+            for port in old.ports.iter().filter_map(|p| p.node_port) {
+                if self.service_by_node_port.get(&port) == Some(key) {
+                    self.service_by_node_port.remove(&port);
                 }
             }
             if let Some(deleted_at) = retire {

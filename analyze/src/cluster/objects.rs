@@ -113,6 +113,18 @@ pub(super) fn service_info(key: Key, service: &Service) -> ServiceInfo {
         namespace: Arc::from(meta.namespace.as_deref().unwrap_or("default")),
         name: Arc::from(meta.name.as_deref().unwrap_or("")),
         cluster_ips: parse_ips(ip_texts.into_iter().filter(|t| t.as_str() != "None")),
+        entry_ips: parse_ips(
+            spec.and_then(|s| s.external_ips.as_ref()).into_iter().flatten().chain(
+                service
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|lb| lb.ingress.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|ingress| ingress.ip.as_ref()),
+            ),
+        ),
         ports: spec
             .and_then(|s| s.ports.as_ref())
             .into_iter()
@@ -129,6 +141,7 @@ pub(super) fn service_info(key: Key, service: &Service) -> ServiceInfo {
                     target_port,
                     target_port_name,
                     protocol: p.protocol.clone().unwrap_or_else(|| "TCP".to_owned()),
+                    node_port: p.node_port.and_then(port),
                 })
             })
             .collect(),

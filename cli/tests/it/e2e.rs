@@ -220,12 +220,8 @@ fn capture_records_clusterip_pod_ip_failed_and_udp_traffic_exactly() {
     let abandoned = cluster.tcp_call_with(&web, ghost.addr(80), 10, 10, quick).unwrap();
     assert!(!abandoned.is_ok());
     // One SYN retry: the kernel gives up after about 3 s, before the client's 5 s.
-    let retries = cluster
-        .command_in(&web, "sysctl")
-        .unwrap()
-        .args(["-qw", "net.ipv4.tcp_syn_retries=1"])
-        .status()
-        .unwrap();
+    let retries =
+        cluster.command_in(&web, "sysctl").unwrap().args(["-qw", "net.ipv4.tcp_syn_retries=1"]).status().unwrap();
     assert!(retries.success());
     let timed_out = cluster.tcp_call(&web, ghost.addr(80), 10, 10).unwrap();
     assert!(!timed_out.is_ok());

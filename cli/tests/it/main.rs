@@ -6,6 +6,7 @@ mod build;
 mod clock_step;
 mod deploy;
 mod e2e;
+mod entry;
 mod exports;
 mod grafana;
 mod kernels;
