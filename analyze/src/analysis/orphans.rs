@@ -32,6 +32,11 @@ pub struct Orphan {
     pub reason: OrphanReason,
 }
 
+/// The API server's Service, which Kubernetes makes in every cluster with the
+/// control plane's addresses as endpoints: it is no application's, and a window in
+/// which no pod called it says nothing about whether it is needed.
+pub const API_SERVER: &str = "default/kubernetes";
+
 /// Orphans in id order. Only Services and workloads can be orphans; a workload without
 /// a Service that nothing calls is a worker or a job doing its work, not an orphan, and
 /// a proxy nothing in the cluster calls is how outside traffic gets in.
@@ -41,7 +46,7 @@ pub fn orphans(graph: &ServiceGraph<'_>, entries: &[(petgraph::graph::NodeIndex,
         // Kubelet probes come from nodes and reach every pod with a probe: they are not use.
         let used =
             graph.neighbors(node, Direction::Incoming).any(|caller| graph.service(caller).kind != NodeKind::Node);
-        if !graph.in_cluster(node) || used {
+        if !graph.in_cluster(node) || used || graph.id(node) == API_SERVER {
             continue;
         }
         let service = graph.service(node);

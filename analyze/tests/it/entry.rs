@@ -2,6 +2,7 @@
 //! on the Service behind it, on the same edge the server's end of it resolves to.
 
 use serde_json::json;
+use smap_analyze::analysis::{analyze, Options};
 use smap_analyze::Config;
 use smap_replay::{ConnKind, Event, ObjectAction, ObjectKind, Side};
 
@@ -106,4 +107,29 @@ fn a_node_port_goes_with_its_service() {
     )));
     let t = run(config(), events);
     assert_eq!(edges(&t), vec![edge("shop/web", "node/node-1", "tcp", 30080, 1, 0, 0, 0)]);
+}
+
+#[test]
+fn the_api_servers_service_is_the_control_plane_not_an_orphan() {
+    // default/kubernetes, its endpoints the API server's address (no pod), and a
+    // Service of the shop that nothing calls: only the latter is an orphan.
+    let mut events = shop();
+    let kubernetes = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "uid": "svc-kubernetes"},
+        "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]},
+    });
+    events.push(object(ObjectKind::Service, ObjectAction::Snapshot, kubernetes, T0));
+    let endpoints = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "endpoints": [{"addresses": ["10.0.0.100"], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": 6443}],
+    });
+    events.push(object(ObjectKind::EndpointSlice, ObjectAction::Snapshot, endpoints, T0));
+    let t = run(config(), events);
+    assert!(t.services.contains_key("default/kubernetes"));
+    let report = analyze(&t, None, None, &Options::default()).unwrap();
+    let orphans: Vec<&str> = report.orphans.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(orphans, ["shop/api", "shop/web"]);
 }
