@@ -288,12 +288,20 @@
       ['marks', (marks.nodes.get(id) || []).join(', ')]]);
   }
 
+  // "3 (2 refused, 1 timed out)": failed attempts with their causes, where the
+  // topology gives them (a frame of the time slider does not).
+  function failedText(p) {
+    var causes = Object.keys(p.failures || {}).map(function (k) { return p.failures[k] + ' ' + k.replace('_', ' '); });
+    return causes.length ? p.failed + ' (' + causes.join(', ') + ')' : p.failed;
+  }
+
   function edgeDetails(edge) {
     var rows = [];
     edge.data('parts').forEach(function (p) {
       rows.push([p.source + ' -> ' + p.destination, p.protocol + '/' + p.port]);
-      rows.push(['connections', p.connections], ['failed', p.failed], ['bytes sent', p.bytes_sent],
-        ['bytes received', p.bytes_received], ['first seen', p.first_seen], ['last seen', p.last_seen]);
+      rows.push(['connections', p.connections], ['failed', failedText(p)], ['retransmits', p.retransmits],
+        ['bytes sent', p.bytes_sent], ['bytes received', p.bytes_received], ['first seen', p.first_seen],
+        ['last seen', p.last_seen]);
       var m = marks.edges.get(pairKey(p.source, p.destination));
       if (m) rows.push(['marks', m.marks.join(', ')], ['notes', m.notes.join('; ')]);
     });

@@ -212,3 +212,29 @@ fn the_live_page_follows_traffic_in_the_cluster_without_a_reload() {
     drop(browser);
     watch.stop();
 }
+
+#[test]
+fn an_edges_details_give_why_its_connects_failed() {
+    if !require_chromium("an_edges_details_give_why_its_connects_failed") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("map.html");
+    let topology = build_page(CAPTURED_SHOP, &page);
+    let ghost = topology["edges"].as_array().unwrap().iter().find(|e| e["destination"] == "shop/ghost").unwrap();
+    assert_eq!(ghost["failures"], serde_json::json!({"abandoned": 1}), "the recording's call with a 500 ms timeout");
+
+    let mut browser = Browser::launch().unwrap();
+    browser.open(&file_url(&page)).unwrap();
+    let details = "(function () {
+        var edge = smapMap.cy.edges().filter(function (e) { return e.target().id() === 'shop/ghost'; })[0];
+        edge.emit('tap');
+        return document.getElementById('details').textContent;
+    })()";
+    let text = browser.eval(details).unwrap();
+    let text = text.as_str().unwrap();
+    assert!(text.contains("failed1 (1 abandoned)"), "{text}");
+    assert!(!text.contains("retransmits"), "none retransmitted: no row for it: {text}");
+    assert_eq!(page_errors(&mut browser), "");
+}
