@@ -80,7 +80,7 @@ impl Engine {
                 EntityRef::Workload(w) => {
                     workload_node(self, w, pods_by_workload.get(w).map(Vec::as_slice).unwrap_or(&[]))
                 }
-                EntityRef::External { ip, port } => external_node(self, &id["external/".len()..], *ip, *port),
+                EntityRef::External { .. } | EntityRef::ExternalName { .. } => external_node(self, entity),
                 EntityRef::Node(name) => bare_node(name, NodeKind::Node, "", ServiceType::Other),
             };
             nodes.insert(id, node);
@@ -124,10 +124,7 @@ impl Engine {
                 let keys = pods.iter().map(|p| p.key.clone()).collect();
                 (workload_node(self, w, &pods), keys)
             }
-            EntityRef::External { ip, port } => {
-                let id = entity.id();
-                (external_node(self, &id["external/".len()..], *ip, *port), Vec::new())
-            }
+            EntityRef::External { .. } | EntityRef::ExternalName { .. } => (external_node(self, entity), Vec::new()),
             EntityRef::Node(name) => (bare_node(name, NodeKind::Node, "", ServiceType::Other), Vec::new()),
         })
     }
@@ -223,11 +220,20 @@ fn workload_node(engine: &Engine, workload: &Workload, pods: &[&PodInfo]) -> Ser
     }
 }
 
-fn external_node(engine: &Engine, name: &str, _ip: std::net::IpAddr, port: Option<u16>) -> Service {
+/// An outside node, named `ip:port`, `ip` or, when reached by DNS, `name:port` with
+/// its `dns_name`.
+fn external_node(engine: &Engine, entity: &EntityRef) -> Service {
+    let id = entity.id();
+    let name = id.strip_prefix("external/").unwrap_or(&id);
+    let (port, dns_name) = match entity {
+        EntityRef::External { port, .. } => (*port, None),
+        EntityRef::ExternalName { name, port } => (Some(*port), Some(name.to_string())),
+        _ => (None, None),
+    };
     let inputs = TypeInputs { name, ports: port.into_iter().collect(), ..TypeInputs::default() };
     let config = engine.config();
     let service_type = detect_type(&inputs, &config.type_rules, config.auto_detect_type);
-    bare_node(name, NodeKind::External, "external", service_type)
+    Service { dns_name, ..bare_node(name, NodeKind::External, "external", service_type) }
 }
 
 fn bare_node(name: &str, kind: NodeKind, namespace: &str, service_type: ServiceType) -> Service {

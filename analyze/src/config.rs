@@ -84,6 +84,11 @@ pub struct Config {
     /// `smap build` keeps everything its recordings hold.
     #[serde(with = "optional_duration", skip_serializing_if = "Option::is_none")]
     pub map_retention: Option<Duration>,
+    /// An outside address a client resolved by DNS is shown under that name while the
+    /// answer's TTL lasts and this long after: clients that cache answers (the JVM
+    /// does for 30 s) may connect a little past the TTL.
+    #[serde(with = "humantime_serde_compat")]
+    pub dns_name_grace: Duration,
     /// Service type rules checked before the built-in ones, first match wins.
     pub type_rules: Vec<TypeRule>,
 }
@@ -137,6 +142,7 @@ impl Default for Config {
             progress_interval: Duration::from_secs(10),
             ring_buffer_bytes: 4 << 20,
             map_retention: None,
+            dns_name_grace: Duration::from_secs(30),
             type_rules: Vec::new(),
         }
     }
@@ -264,7 +270,9 @@ impl Config {
         match entity {
             EntityRef::Service(key) => self.namespace_included(key.split_once('/').map_or("", |(ns, _)| ns)),
             EntityRef::Workload(w) => self.namespace_included(&w.namespace),
-            EntityRef::External { .. } | EntityRef::Node(_) => self.include_external_services,
+            EntityRef::External { .. } | EntityRef::ExternalName { .. } | EntityRef::Node(_) => {
+                self.include_external_services
+            }
         }
     }
 

@@ -8,6 +8,7 @@ pub mod classify;
 pub mod cluster;
 pub mod config;
 mod conn_table;
+mod dns_names;
 pub mod engine;
 pub mod events;
 pub mod export;

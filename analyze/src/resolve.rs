@@ -7,6 +7,8 @@
 //! external `ip:port`. Through a node port or a load balancer the edge is keyed by
 //! the Service port, as the server's end resolves it.
 //! Source: pod IP -> its Service -> else its workload; node IP -> node; else external.
+//! An external destination the caller resolved by name is renamed by the engine
+//! (`dns_names`), which knows what each caller resolved when.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,6 +28,14 @@ pub enum EntityRef {
         ip: IpAddr,
         /// The port, for destinations.
         port: Option<u16>,
+    },
+    /// An outside destination its caller reached by a DNS name: every address the
+    /// name resolved to, as one node.
+    ExternalName {
+        /// The name the caller asked for.
+        name: Arc<str>,
+        /// The port dialed.
+        port: u16,
     },
     /// A node's own address.
     Node(Arc<str>),
@@ -47,6 +57,7 @@ impl EntityRef {
             EntityRef::Workload(w) => format!("{}/{}", w.namespace, w.name),
             EntityRef::External { ip, port: Some(port) } => format!("external/{}", socket(ip, *port)),
             EntityRef::External { ip, port: None } => format!("external/{ip}"),
+            EntityRef::ExternalName { name, port } => format!("external/{name}:{port}"),
             EntityRef::Node(name) => format!("node/{name}"),
         }
     }

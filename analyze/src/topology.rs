@@ -308,6 +308,10 @@ pub struct BuildStats {
     /// `max_services` nodes were tracked already.
     #[serde(default)]
     pub external_overflow: u64,
+    /// DNS answers folded (one per address a reply gave), which name the outside
+    /// addresses their clients dial.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dns_answers: u64,
     /// Edges left out by filters (namespaces, externals, min_connection_count).
     pub filtered_edges: u64,
     /// Edges forgotten after `map_retention` without traffic (a live map's old news).

@@ -11,11 +11,7 @@ fn write(events: &[Event], dir: &std::path::Path) -> u64 {
     let mut writer = RecordingWriter::create(dir, RecordingMeta::new("bench", "n", ""), WriterOptions::default())
         .unwrap_or_else(|e| panic!("{e}"));
     for event in events {
-        match event {
-            Event::Conn(c) => writer.write_conn(c),
-            Event::Object(o) => writer.write_object(o),
-        }
-        .unwrap_or_else(|e| panic!("{e}"));
+        writer.write_event(event).unwrap_or_else(|e| panic!("{e}"));
     }
     writer.finish(&LossCounters::default()).unwrap_or_else(|e| panic!("{e}"));
     std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use smap_replay::{
-    ConnEvent, ConnKind, Event, LossCounters, ObjectEvent, RecordingMeta, RecordingWriter, ReplayError, TimeNs,
-    WriterOptions,
+    ConnEvent, ConnKind, DnsAnswer, Event, LossCounters, ObjectEvent, RecordingMeta, RecordingWriter, ReplayError,
+    TimeNs, WriterOptions,
 };
 
 use crate::clock::Clock;
@@ -74,6 +74,8 @@ pub struct CaptureSummary {
     pub late_events: u64,
     /// Kubernetes object events written.
     pub object_events: u64,
+    /// DNS answers written (one per address a reply gave).
+    pub dns_answers: u64,
     /// Kernel events lost.
     pub dropped: u64,
     /// Connections or flows evicted from the kernel's bounded tables.
@@ -171,6 +173,17 @@ impl Reorder {
         }
     }
 
+    fn push_dns(&mut self, answers: &mut Vec<DnsAnswer>) {
+        for mut answer in answers.drain(..) {
+            if answer.time_ns < self.released_upto {
+                answer.time_ns = self.released_upto;
+                self.late += 1;
+            }
+            self.newest = self.newest.max(answer.time_ns);
+            self.pending.push(Event::from(answer));
+        }
+    }
+
     fn push_objects(&mut self, events: Vec<ObjectEvent>) {
         for mut event in events {
             event.time_ns = event.time_ns.max(self.released_upto);
@@ -180,11 +193,10 @@ impl Reorder {
     }
 
     /// Releases events older than the window (all of them with `flush`), ordered as
-    /// a replay merges them: by time, objects first at equal times.
+    /// a replay merges them: by time, then by [`Event::rank`].
     fn release(&mut self, flush: bool) -> &[Event] {
         let horizon = if flush { TimeNs::MAX } else { self.newest.saturating_sub(self.window) };
-        let rank = |e: &Event| (e.time_ns(), matches!(e, Event::Conn(_)));
-        self.pending.sort_by_key(rank);
+        self.pending.sort_by_key(|e| (e.time_ns(), e.rank()));
         let ready = self.pending.partition_point(|e| e.time_ns() <= horizon);
         self.released.clear();
         self.released.extend(self.pending.drain(..ready));
@@ -209,7 +221,7 @@ fn losses(k: &KernelCounters, api: Option<&KubeWatch>) -> LossCounters {
         // A recursion miss is a program run the kernel skipped: its event is lost too.
         dropped: k.ringbuf_drops + k.recursion_misses,
         evicted: k.conn_evictions + k.udp_flow_evictions,
-        unparsed: k.events_malformed + api.map_or(0, |a| a.counters().unparsable),
+        unparsed: k.events_malformed + k.dns_malformed + api.map_or(0, |a| a.counters().unparsable),
     }
 }
 
@@ -288,6 +300,7 @@ pub async fn capture(
     checkpoint.tick().await;
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut batch = Vec::new();
+    let mut answers = Vec::new();
     let running: Result<(), CaptureError> = async {
         loop {
             tokio::select! {
@@ -313,6 +326,8 @@ pub async fn capture(
                 read = kernel.next_batch(&mut batch) => {
                     read?;
                     reorder.push_conns(&mut batch);
+                    kernel.take_dns(&mut answers);
+                    reorder.push_dns(&mut answers);
                 }
                 changes = next_api_changes(api.as_mut()) => reorder.push_objects(changes?),
             }
@@ -347,6 +362,8 @@ pub async fn capture(
     }
     let counters = kernel.finish(&mut batch)?;
     reorder.push_conns(&mut batch);
+    kernel.take_dns(&mut answers);
+    reorder.push_dns(&mut answers);
     let released = reorder.release(true);
     if let Some(writer) = writer.as_mut() {
         writer.write(released);
@@ -365,6 +382,7 @@ pub async fn capture(
         connections: reorder.connections,
         late_events: reorder.late,
         object_events: counters_written.object_events,
+        dns_answers: counters_written.dns_answers,
         dropped: losses.dropped,
         evicted: losses.evicted,
         elapsed: started.elapsed(),

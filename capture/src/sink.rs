@@ -45,10 +45,7 @@ impl RecordingSink {
         let handle = move |job: Job| -> Result<(), ReplayError> {
             let Some(w) = writer.as_mut() else { return Ok(()) };
             match job {
-                Job::Events(events) => events.iter().try_for_each(|event| match event {
-                    Event::Conn(c) => w.write_conn(c),
-                    Event::Object(o) => w.write_object(o),
-                }),
+                Job::Events(events) => events.iter().try_for_each(|event| w.write_event(event)),
                 Job::Tick(now) => {
                     w.note_tick(now);
                     Ok(())

@@ -215,6 +215,10 @@ fn kernel_json(k: &KernelCounters) -> serde_json::Value {
         "namespaces_not_enumerated": k.namespaces_not_enumerated,
         "tcp_progress": k.tcp_progress,
         "sides_by_port_order": k.sides_by_port_order,
+        "dns_replies": k.dns_replies,
+        "dns_answers": k.dns_answers,
+        "dns_truncated": k.dns_truncated,
+        "dns_malformed": k.dns_malformed,
     })
 }
 

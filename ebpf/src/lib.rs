@@ -2,9 +2,9 @@
 //!
 //! The programs are C with CO-RE (`src/smap.bpf.c`), compiled by `ebpf/build.sh` into
 //! the committed `smap.bpf.o`, which [`object`] returns. This crate is the only place
-//! the kernel's layouts are spelled in Rust: [`Event`] mirrors `struct smap_event` and
-//! [`UdpFlowKey`] `struct smap_udp_key` of `src/smap.h`, [`ConnState`] the `conns` map
-//! value of `src/smap.bpf.c`. The tests read the object's BTF to check every field
+//! the kernel's layouts are spelled in Rust: [`Event`] mirrors `struct smap_event`,
+//! [`DnsReply`] `struct smap_dns` and [`UdpFlowKey`] `struct smap_udp_key` of
+//! `src/smap.h`, [`ConnState`] the `conns` map value of `src/smap.bpf.c`. The tests read the object's BTF to check every field
 //! offset against what clang compiled, and `smap.h` asserts the sizes on the C side.
 //!
 //! With the `user` feature the structs implement `aya::Pod`, so the loader can read
@@ -16,8 +16,9 @@ extern crate std;
 
 /// Map names in the object.
 pub mod maps {
-    /// Ring buffer of [`Event`](crate::Event)s; its size is overridable (bytes, a power
-    /// of two multiple of the page size).
+    /// Ring buffer of [`Event`](crate::Event)s and [`DnsReply`](crate::DnsReply)s,
+    /// told apart by their length; its size is overridable (bytes, a power of two
+    /// multiple of the page size).
     pub const EVENTS: &str = "events";
     /// LRU hash of TCP sockets seen opening (max entries = max_connections).
     pub const CONNS: &str = "conns";
@@ -72,6 +73,9 @@ pub mod programs {
     /// `iter/tcp`: the TCP sockets of the reading task's network namespace, as
     /// [`Event`](crate::Event) records (listeners and connections not yet known).
     pub const ITER_TCP: &str = "iter_tcp";
+    /// `cgroup_skb/ingress`: UDP replies from port 53 delivered to a socket, as
+    /// [`DnsReply`](crate::DnsReply) records.
+    pub const DNS_REPLY: &str = "on_dns_reply";
 }
 
 /// Global variables of the object that the loader may override before loading.
@@ -153,8 +157,10 @@ pub mod counter {
     pub const TCP_EXISTING: u32 = 8;
     /// Progress reports written.
     pub const TCP_PROGRESS: u32 = 9;
+    /// DNS replies copied to the ring buffer.
+    pub const DNS_REPLIES: u32 = 10;
     /// Number of counters.
-    pub const LEN: u32 = 10;
+    pub const LEN: u32 = 11;
 }
 
 /// Length of the records `wake_reader` writes only to wake the reader; skip them.
@@ -242,6 +248,66 @@ impl Event {
     pub fn comm(&self) -> Option<&str> {
         let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
         core::str::from_utf8(&self.comm[..end]).ok()
+    }
+}
+
+/// DNS payload bytes a [`DnsReply`] holds at most; longer replies are cut.
+pub const DNS_PAYLOAD_LEN: usize = 1024;
+
+/// A UDP datagram from port 53 delivered to a socket: `struct smap_dns` of `src/smap.h`.
+/// Addresses and ports are the packet's, encoded as in [`Event`]: `saddr`/`sport` the
+/// server, `daddr`/`dport` the client.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsReply {
+    /// Delivery time (`CLOCK_BOOTTIME` ns).
+    pub ts_ns: u64,
+    /// Socket cookie of the receiving socket.
+    pub cookie: u64,
+    /// Always zero.
+    pub pad: u32,
+    /// [`AF_INET`] or [`AF_INET6`], of the packet.
+    pub family: u16,
+    /// Server port (53).
+    pub sport: u16,
+    /// Client port.
+    pub dport: u16,
+    /// DNS payload bytes on the wire.
+    pub wire_len: u16,
+    /// Of which copied into `payload`.
+    pub captured: u16,
+    /// Always zero.
+    pub pad2: u16,
+    /// Server address.
+    pub saddr: [u8; 16],
+    /// Client address.
+    pub daddr: [u8; 16],
+    /// The DNS message, `captured` bytes of it.
+    pub payload: [u8; DNS_PAYLOAD_LEN],
+}
+
+impl DnsReply {
+    /// Size of `struct smap_dns`, as the C side asserts it: no other ring record has it.
+    pub const SIZE: usize = 1088;
+
+    /// Reads a reply from a ring-buffer record; `None` unless the record has its size.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != Self::SIZE {
+            return None;
+        }
+        // SAFETY: the length is checked above, the read is unaligned-tolerant, and every
+        // field is an integer or an integer array, so any bit pattern is a valid DnsReply.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+
+    /// The copied part of the DNS message.
+    pub fn message(&self) -> &[u8] {
+        &self.payload[..usize::from(self.captured).min(DNS_PAYLOAD_LEN)]
+    }
+
+    /// Whether the message was cut to fit.
+    pub fn truncated(&self) -> bool {
+        self.wire_len > self.captured
     }
 }
 

@@ -20,6 +20,9 @@
  * UDP (udp.bpf.h): each datagram sent or received, and each connect(), counts on its
  * flow in `udp_flows`, which user space reads and ages; no per-datagram event leaves
  * the kernel.
+ *
+ * DNS (dns.bpf.h): the payload of each reply from port 53 delivered to a socket goes
+ * to the ring, bounded, for user space to parse.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -736,3 +739,7 @@ int on_sys_exit_accept(struct sys_exit_args *ctx)
 /* --- UDP ---------------------------------------------------------------------------- */
 
 #include "udp.bpf.h"
+
+/* --- DNS ---------------------------------------------------------------------------- */
+
+#include "dns.bpf.h"

@@ -55,7 +55,8 @@
 #define SMAP_CTR_MAP_FULL 7          /* a map update failed (not an LRU eviction) */
 #define SMAP_CTR_TCP_EXISTING 8      /* open connections found on their first bytes */
 #define SMAP_CTR_TCP_PROGRESS 9      /* progress reports written */
-#define SMAP_CTR_LEN 10
+#define SMAP_CTR_DNS_REPLIES 10      /* DNS replies copied to the ring */
+#define SMAP_CTR_LEN 11
 
 /* One connection event, written to the `events` ring buffer; also the value type of
  * the `udp_flows` map (kind SMAP_KIND_UDP_FLOW), which user space reads periodically.
@@ -106,6 +107,36 @@ _Static_assert(__builtin_offsetof(struct smap_event, kind) == 84, "smap_event.ki
 _Static_assert(__builtin_offsetof(struct smap_event, saddr) == 88, "smap_event.saddr moved");
 _Static_assert(__builtin_offsetof(struct smap_event, comm) == 120, "smap_event.comm moved");
 _Static_assert(sizeof(struct smap_udp_key) == 32, "smap_udp_key layout changed: update lib.rs");
+
+/* DNS payload bytes copied per reply: a stub resolver without EDNS (glibc, musl) gets
+ * at most 512; larger EDNS replies are cut here, and user space keeps the answers that
+ * fit. */
+#define SMAP_DNS_PAYLOAD_LEN 1024
+#define SMAP_DNS_HEADER_LEN 12
+/* The fields before the payload. */
+#define SMAP_DNS_FIXED_LEN 64
+
+/* A UDP datagram from port 53 delivered to a socket, written to the `events` ring
+ * buffer; its size (1088) tells it from smap_event (136) and the wakeup marker (8).
+ * Addresses and ports as in smap_event, from the packet: saddr/sport the server,
+ * daddr/dport the client. */
+struct smap_dns {
+	__u64 ts_ns;     /* delivery time */
+	__u64 cookie;    /* socket cookie of the receiving socket */
+	__u32 _pad;      /* always zero */
+	__u16 family;    /* AF_INET or AF_INET6 (of the packet) */
+	__u16 sport;     /* server port (53) */
+	__u16 dport;     /* client port */
+	__u16 wire_len;  /* DNS payload bytes on the wire */
+	__u16 captured;  /* of which copied into payload */
+	__u16 _pad2;     /* always zero */
+	__u8 saddr[SMAP_ADDR_LEN];
+	__u8 daddr[SMAP_ADDR_LEN];
+	__u8 payload[SMAP_DNS_PAYLOAD_LEN];
+};
+
+_Static_assert(__builtin_offsetof(struct smap_dns, payload) == SMAP_DNS_FIXED_LEN, "smap_dns.payload moved");
+_Static_assert(sizeof(struct smap_dns) == 1088, "smap_dns layout changed: update lib.rs");
 
 /* Value of the `conns` map: what the programs remember of one TCP socket between its
  * state changes and data-path runs. User space reads it at the end of a capture to

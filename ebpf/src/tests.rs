@@ -10,7 +10,7 @@ use core::mem::{offset_of, size_of};
 use std::string::String;
 use std::vec::Vec;
 
-use super::{object, ConnState, Event, UdpFlowKey};
+use super::{object, ConnState, DnsReply, Event, UdpFlowKey};
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes(b[off..off + 2].try_into().unwrap())
@@ -165,12 +165,39 @@ fn conn_state_matches_the_c_struct() {
 }
 
 #[test]
+fn dns_reply_matches_the_c_struct() {
+    let (size, members) = btf_struct("smap_dns");
+    assert_eq!(size, size_of::<DnsReply>());
+    assert_eq!(size, DnsReply::SIZE);
+    let rust = [
+        ("ts_ns", offset_of!(DnsReply, ts_ns)),
+        ("cookie", offset_of!(DnsReply, cookie)),
+        ("_pad", offset_of!(DnsReply, pad)),
+        ("family", offset_of!(DnsReply, family)),
+        ("sport", offset_of!(DnsReply, sport)),
+        ("dport", offset_of!(DnsReply, dport)),
+        ("wire_len", offset_of!(DnsReply, wire_len)),
+        ("captured", offset_of!(DnsReply, captured)),
+        ("_pad2", offset_of!(DnsReply, pad2)),
+        ("saddr", offset_of!(DnsReply, saddr)),
+        ("daddr", offset_of!(DnsReply, daddr)),
+        ("payload", offset_of!(DnsReply, payload)),
+    ];
+    let rust: Vec<(String, usize)> = rust.iter().map(|&(n, o)| (String::from(n), o)).collect();
+    assert_eq!(members, rust);
+    // No other ring record may have its size.
+    assert_ne!(DnsReply::SIZE, Event::SIZE);
+    assert_ne!(DnsReply::SIZE, super::WAKEUP_MARKER_LEN);
+}
+
+#[test]
 fn no_implicit_padding() {
     // aya::Pod and from_bytes rely on every byte belonging to a field.
     let event_fields = 8 * 8 + 3 * 4 + 4 * 2 + 4 + 3 * 16;
     assert_eq!(size_of::<Event>(), event_fields);
     assert_eq!(size_of::<UdpFlowKey>(), 8 + 2 + 2 + 4 + 16);
     assert_eq!(size_of::<ConnState>(), 8 * 8 + 2 * 4 + 3 * 2 + 2 + 3 * 16);
+    assert_eq!(size_of::<DnsReply>(), 2 * 8 + 4 + 6 * 2 + 2 * 16 + super::DNS_PAYLOAD_LEN);
 }
 
 #[test]
@@ -192,6 +219,7 @@ fn object_is_aligned_elf_with_every_program() {
         "tp_btf/tcp_probe",
         "tp_btf/tcp_rcv_space_adjust",
         "iter/tcp",
+        "cgroup_skb/ingress",
     ] {
         assert!(!section(obj, sec).is_empty(), "{sec}");
     }
@@ -255,6 +283,7 @@ fn constants_match_the_c_header() {
         ("map_full", counter::MAP_FULL),
         ("tcp_existing", counter::TCP_EXISTING),
         ("tcp_progress", counter::TCP_PROGRESS),
+        ("dns_replies", counter::DNS_REPLIES),
         ("len", counter::LEN),
     ];
     let owned =
@@ -269,4 +298,6 @@ fn constants_match_the_c_header() {
     assert_eq!(c_constants("SMAP_SIDE_"), owned(&widen8(&rust_sides)));
     assert_eq!(c_constants("SMAP_FLAG_"), owned(&widen8(&rust_flags)));
     assert_eq!(c_constants("SMAP_CTR_"), owned(&widen32(&rust_counters)));
+    let payload = u64::try_from(super::DNS_PAYLOAD_LEN).unwrap();
+    assert!(c_constants("SMAP_DNS_").contains(&(String::from("payload_len"), payload)));
 }

@@ -1,5 +1,5 @@
 //! Turns the Arrow batches of a segment into events: whole connection events, their
-//! facts (the engine's columns), or object events. Dictionary columns (addresses,
+//! facts (the engine's columns), object events or DNS answers. Dictionary columns (addresses,
 //! kinds, names) are parsed once per dictionary, not once per row.
 
 use std::net::IpAddr;
@@ -11,7 +11,7 @@ use arrow_array::types::{Int32Type, Int8Type, TimestampNanosecondType, UInt16Typ
 use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, DictionaryArray, PrimitiveArray, RecordBatch, StringArray};
 
 use crate::error::{ReplayError, Result};
-use crate::event::{ConnEvent, ConnFacts, ConnKind, ObjectAction, ObjectEvent, ObjectKind, Side};
+use crate::event::{ConnEvent, ConnFacts, ConnKind, DnsAnswer, ObjectAction, ObjectEvent, ObjectKind, Side};
 
 fn column<'a>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
     batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| ReplayError::Schema {
@@ -234,6 +234,48 @@ impl ObjectDecoder {
                 object: object.value(row).to_owned(),
             });
         }
+        Ok(out)
+    }
+}
+
+/// Decodes [`DnsAnswer`]s, keeping parsed dictionaries across batches.
+#[derive(Default)]
+pub(crate) struct DnsDecoder {
+    node: ParsedDict<Arc<str>>,
+    client_ip: ParsedDict<IpAddr>,
+    server_ip: ParsedDict<IpAddr>,
+    query: ParsedDict<Arc<str>>,
+    cnames: ParsedDict<Arc<str>>,
+    address: ParsedDict<IpAddr>,
+}
+
+impl DnsDecoder {
+    pub(crate) fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<DnsAnswer>> {
+        let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
+        let node = self.node.keys::<Int32Type>(path, batch, "node", |s| Some(Arc::from(s)))?;
+        let client_ip = self.client_ip.keys::<Int32Type>(path, batch, "client_ip", |s| s.parse().ok())?;
+        let server_ip = self.server_ip.keys::<Int32Type>(path, batch, "server_ip", |s| s.parse().ok())?;
+        let query = self.query.keys::<Int32Type>(path, batch, "query", |s| Some(Arc::from(s)))?;
+        let cnames = self.cnames.keys::<Int32Type>(path, batch, "cnames", |s| Some(Arc::from(s)))?;
+        let address = self.address.keys::<Int32Type>(path, batch, "address", |s| s.parse().ok())?;
+        let client_port = primitive::<UInt16Type>(path, batch, "client_port")?.values();
+        let socket_id = primitive::<UInt64Type>(path, batch, "socket_id")?.values();
+        let ttl = primitive::<UInt32Type>(path, batch, "ttl")?.values();
+        // Every key was checked against its dictionary: indexing cannot fail.
+        let rows = batch.num_rows();
+        let mut out = Vec::with_capacity(rows);
+        out.extend((0..rows).map(|row| DnsAnswer {
+            time_ns: time[row],
+            node: Arc::clone(&self.node.values[node[row] as usize]),
+            client_ip: self.client_ip.values[client_ip[row] as usize],
+            client_port: client_port[row],
+            server_ip: self.server_ip.values[server_ip[row] as usize],
+            socket_id: socket_id[row],
+            query: Arc::clone(&self.query.values[query[row] as usize]),
+            cnames: Arc::clone(&self.cnames.values[cnames[row] as usize]),
+            address: self.address.values[address[row] as usize],
+            ttl_s: ttl[row],
+        }));
         Ok(out)
     }
 }

@@ -1,9 +1,10 @@
 //! The event model: what a recording holds and what the engine folds.
 //!
-//! Two kinds of events share one timeline (nanoseconds since the Unix epoch):
-//! connection events as the kernel saw them, and Kubernetes object events as the API
-//! returned them. Both are kept raw: attribution to services happens in the engine,
-//! so a recording can be rebuilt with newer rules.
+//! Three kinds of events share one timeline (nanoseconds since the Unix epoch):
+//! connection events as the kernel saw them, DNS answers as they were delivered to
+//! the clients that asked, and Kubernetes object events as the API returned them. All
+//! are kept raw: attribution to services happens in the engine, so a recording can be
+//! rebuilt with newer rules.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -332,6 +333,34 @@ pub struct ObjectEvent {
     pub object: String,
 }
 
+/// One address a DNS reply gave a client: the name it asked for, resolved. A reply
+/// with several addresses is several answers, one per address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// When the reply reached the client's socket.
+    pub time_ns: TimeNs,
+    /// Node (host) the reply was observed on.
+    pub node: Arc<str>,
+    /// Address the reply was delivered to: the client that asked (a pod's IP).
+    pub client_ip: IpAddr,
+    /// Client port the reply was delivered to.
+    pub client_port: u16,
+    /// Address the reply came from: the DNS server as the client dialed it (for a pod,
+    /// usually the cluster DNS Service's ClusterIP).
+    pub server_ip: IpAddr,
+    /// Socket cookie of the receiving socket: joins the answer to the client's UDP flow.
+    pub socket_id: u64,
+    /// The name the client asked for (the question), lower case, without the final dot.
+    pub query: Arc<str>,
+    /// The CNAMEs followed from the question to `address`, in order, comma-separated;
+    /// empty when the question itself had the address.
+    pub cnames: Arc<str>,
+    /// The address the name resolved to.
+    pub address: IpAddr,
+    /// The record's TTL in seconds, as the server gave it.
+    pub ttl_s: u32,
+}
+
 /// Any event on a recording's timeline; connection events whole ([`ConnEvent`], the
 /// default) or as [`ConnFacts`] when only a topology is wanted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -341,6 +370,14 @@ pub enum Event<C = ConnEvent> {
     /// A Kubernetes object event (boxed: it is rare and large, and events are moved
     /// through every stage of a replay).
     Object(Box<ObjectEvent>),
+    /// A DNS answer (boxed for the same reason).
+    Dns(Box<DnsAnswer>),
+}
+
+impl<C> From<DnsAnswer> for Event<C> {
+    fn from(answer: DnsAnswer) -> Self {
+        Event::Dns(Box::new(answer))
+    }
 }
 
 impl<C> From<ObjectEvent> for Event<C> {
@@ -355,6 +392,17 @@ impl<C: ConnRecord> Event<C> {
         match self {
             Event::Conn(c) => c.facts().time_ns,
             Event::Object(o) => o.time_ns,
+            Event::Dns(d) => d.time_ns,
+        }
+    }
+
+    /// Where the event goes among events of the same time: Kubernetes state first,
+    /// then the names clients resolved, then the traffic both explain.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Event::Object(_) => 0,
+            Event::Dns(_) => 1,
+            Event::Conn(_) => 2,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Merges many time-ordered event streams (each recording's connection and object
-//! streams, plus extra snapshots) into one time-ordered stream, streaming.
+//! Merges many time-ordered event streams (each recording's connection, object and
+//! DNS streams, plus extra snapshots) into one time-ordered stream, streaming.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -10,14 +10,14 @@ use crate::reader::{Recording, StreamEvents};
 
 /// A stream as batches of events in time order.
 pub type Batches<C> = Box<dyn Iterator<Item = Result<Vec<Event<C>>>>>;
-/// Merge order: time, then objects before connections, then the stream's position.
+/// Merge order: time, then [`Event::rank`], then the stream's position.
 type Position = (TimeNs, u8, usize);
 
 /// A k-way merge of event streams by time.
 ///
-/// At equal times object events come before connection events (state first, then
-/// the traffic it explains), then streams in the order given, so the merged order is
-/// fully deterministic.
+/// At equal times object events come first, then DNS answers, then connection events
+/// (state and names first, then the traffic they explain), then streams in the order
+/// given, so the merged order is fully deterministic.
 pub struct MergedEvents<C = ConnEvent> {
     sources: Vec<Batches<C>>,
     /// The batch each stream is in; its first element is the stream's head.
@@ -50,9 +50,13 @@ fn snapshot_batches<C: 'static>(snapshot: Vec<ObjectEvent>) -> Batches<C> {
     Box::new(std::iter::once(Ok(snapshot.into_iter().map(Event::from).collect())))
 }
 
-fn object_batches<C: 'static>(mut objects: StreamEvents<ObjectEvent>) -> Batches<C> {
+/// A stream of anything that becomes an [`Event`] (objects, DNS answers), batch by batch.
+fn event_batches<T: 'static, C: 'static>(mut events: StreamEvents<T>) -> Batches<C>
+where
+    Event<C>: From<T>,
+{
     Box::new(std::iter::from_fn(move || {
-        objects.next_batch().map(|batch| batch.map(|objects| objects.into_iter().map(Event::from).collect()))
+        events.next_batch().map(|batch| batch.map(|events| events.into_iter().map(Event::from).collect()))
     }))
 }
 
@@ -64,7 +68,8 @@ impl<C: ConnRecord + Send + 'static> MergedEvents<C> {
     ) -> Result<Self> {
         let mut sources = vec![snapshot_batches(snapshot)];
         for recording in recordings {
-            sources.push(object_batches(recording.object_events()));
+            sources.push(event_batches(recording.object_events()));
+            sources.push(event_batches(recording.dns_answers()));
             sources.push(Box::new(conns(recording).in_background(Event::Conn)?));
         }
         Self::from_batches(sources)
@@ -93,11 +98,7 @@ impl<C: ConnRecord> MergedEvents<C> {
     fn head(&mut self, index: usize) -> Result<Option<Position>> {
         loop {
             if let Some(event) = self.current[index].as_slice().first() {
-                let rank = match event {
-                    Event::Object(_) => 0,
-                    Event::Conn(_) => 1,
-                };
-                return Ok(Some((event.time_ns(), rank, index)));
+                return Ok(Some((event.time_ns(), event.rank(), index)));
             }
             match self.sources[index].next() {
                 Some(batch) => self.current[index] = batch?.into_iter(),

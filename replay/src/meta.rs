@@ -12,8 +12,9 @@ use crate::event::TimeNs;
 /// `docs/recording-format.md`.
 ///
 /// Version 2 added the connection kinds `tcp_existing`, `tcp_progress` and
-/// `tcp_open_at_end`; version 1 recordings read unchanged.
-pub const SCHEMA_VERSION: u32 = 2;
+/// `tcp_open_at_end`; version 3 the DNS answer stream (`dns-NNNNNN.parquet`) and
+/// its counter. Older recordings read unchanged (without DNS answers).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The oldest schema version this build still reads.
 pub const OLDEST_SCHEMA_VERSION: u32 = 1;
@@ -64,6 +65,9 @@ pub struct Counters {
     pub conn_events: u64,
     /// Kubernetes object events written.
     pub object_events: u64,
+    /// DNS answers written (one per address a reply gave).
+    #[serde(default)]
+    pub dns_answers: u64,
     /// Kernel events lost (ring buffer full).
     pub dropped: u64,
     /// Connections evicted from bounded tables before they closed.

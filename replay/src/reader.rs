@@ -9,9 +9,9 @@ use arrow_schema::ArrowError;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 
-use crate::decode::{ConnDecoder, FactsDecoder, ObjectDecoder};
+use crate::decode::{ConnDecoder, DnsDecoder, FactsDecoder, ObjectDecoder};
 use crate::error::{ReplayError, Result};
-use crate::event::{ConnEvent, ConnFacts, ObjectEvent};
+use crate::event::{ConnEvent, ConnFacts, DnsAnswer, ObjectEvent};
 use crate::meta::{readable_version, RecordingMeta, META_FILE, SCHEMA_VERSION};
 use crate::schema::{Stream, VERSION_KEY};
 use crate::writer::PARTIAL_SUFFIX;
@@ -30,6 +30,7 @@ pub struct Recording {
     meta: RecordingMeta,
     conn_segments: Vec<PathBuf>,
     object_segments: Vec<PathBuf>,
+    dns_segments: Vec<PathBuf>,
     warnings: Vec<String>,
 }
 
@@ -40,6 +41,7 @@ impl Recording {
         let entries = std::fs::read_dir(dir).map_err(ReplayError::io(dir))?;
         let mut conn_segments = Vec::new();
         let mut object_segments = Vec::new();
+        let mut dns_segments = Vec::new();
         let mut partial = Vec::new();
         let mut has_meta = false;
         for entry in entries {
@@ -53,6 +55,7 @@ impl Recording {
                 match stream {
                     Stream::Conn => conn_segments.push(entry.path()),
                     Stream::Objects => object_segments.push(entry.path()),
+                    Stream::Dns => dns_segments.push(entry.path()),
                 }
             }
         }
@@ -63,6 +66,7 @@ impl Recording {
         // By number, not by name: `conn-1000000` follows `conn-999999`.
         conn_segments.sort_by_key(|p| segment_index(p));
         object_segments.sort_by_key(|p| segment_index(p));
+        dns_segments.sort_by_key(|p| segment_index(p));
         partial.sort();
         let mut warnings = Vec::new();
         if !meta.complete {
@@ -74,7 +78,7 @@ impl Recording {
         for name in partial {
             warnings.push(format!("{}: skipping unfinished segment {name}", dir.display()));
         }
-        Ok(Recording { dir: dir.to_owned(), meta, conn_segments, object_segments, warnings })
+        Ok(Recording { dir: dir.to_owned(), meta, conn_segments, object_segments, dns_segments, warnings })
     }
 
     /// The recording directory.
@@ -92,9 +96,9 @@ impl Recording {
         &self.warnings
     }
 
-    /// Finalized segment files, connection segments first.
+    /// Finalized segment files: connection, then object, then DNS segments.
     pub fn segments(&self) -> impl Iterator<Item = &Path> {
-        self.conn_segments.iter().chain(&self.object_segments).map(PathBuf::as_path)
+        self.conn_segments.iter().chain(&self.object_segments).chain(&self.dns_segments).map(PathBuf::as_path)
     }
 
     /// Connection events in recorded order.
@@ -133,9 +137,26 @@ impl Recording {
         }
     }
 
+    /// DNS answers in recorded order (none in recordings older than schema version 3).
+    pub fn dns_answers(&self) -> DnsAnswers {
+        StreamEvents {
+            segments: SegmentBatches::new(Stream::Dns, self.dns_segments.clone(), None),
+            decode: {
+                let mut decoder = DnsDecoder::default();
+                Box::new(move |path, batch| decoder.decode(path, batch))
+            },
+            buffer: Vec::new().into_iter(),
+        }
+    }
+
     /// Checks every segment's footer and schema without decoding rows.
     pub fn validate(&self) -> Result<()> {
-        for (stream, paths) in [(Stream::Conn, &self.conn_segments), (Stream::Objects, &self.object_segments)] {
+        let streams = [
+            (Stream::Conn, &self.conn_segments),
+            (Stream::Objects, &self.object_segments),
+            (Stream::Dns, &self.dns_segments),
+        ];
+        for (stream, paths) in streams {
             for path in paths {
                 open_segment(stream, path, None)?;
             }
@@ -155,7 +176,7 @@ fn segment_stream(name: &str) -> Option<Stream> {
     if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    [Stream::Conn, Stream::Objects].into_iter().find(|s| s.prefix() == prefix)
+    Stream::ALL.into_iter().find(|s| s.prefix() == prefix)
 }
 
 /// The columns [`ConnFacts`] are decoded from.
@@ -218,7 +239,7 @@ fn open_segment(stream: Stream, path: &Path, columns: Option<&[&str]>) -> Result
         None => builder,
     };
     let rows = match stream {
-        Stream::Conn => READ_BATCH_ROWS,
+        Stream::Conn | Stream::Dns => READ_BATCH_ROWS,
         Stream::Objects => READ_OBJECT_BATCH_ROWS,
     };
     builder.with_batch_size(rows).build().map_err(ReplayError::parquet(path))
@@ -293,6 +314,8 @@ impl<T> StreamEvents<T> {
 pub type ConnEvents = StreamEvents<ConnEvent>;
 /// Iterator over a recording's Kubernetes object events.
 pub type ObjectEvents = StreamEvents<ObjectEvent>;
+/// Iterator over a recording's DNS answers.
+pub type DnsAnswers = StreamEvents<DnsAnswer>;
 
 impl<T> Iterator for StreamEvents<T> {
     type Item = Result<T>;

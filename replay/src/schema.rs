@@ -1,4 +1,4 @@
-//! The segment schemas: column names and Arrow types of connection and object segments.
+//! The segment schemas: column names and Arrow types of connection, object and DNS segments.
 //!
 //! Documented for users in `docs/recording-format.md`; keep the two in step.
 
@@ -18,6 +18,13 @@ pub enum Stream {
     Conn,
     /// Kubernetes object events (`k8s-NNNNNN.parquet`).
     Objects,
+    /// DNS answers (`dns-NNNNNN.parquet`), since schema version 3.
+    Dns,
+}
+
+impl Stream {
+    /// Every stream, in the order segments are listed.
+    pub const ALL: [Stream; 3] = [Stream::Conn, Stream::Objects, Stream::Dns];
 }
 
 impl Stream {
@@ -26,6 +33,7 @@ impl Stream {
         match self {
             Stream::Conn => "conn",
             Stream::Objects => "k8s",
+            Stream::Dns => "dns",
         }
     }
 
@@ -34,6 +42,7 @@ impl Stream {
         match self {
             Stream::Conn => conn_schema(),
             Stream::Objects => object_schema(),
+            Stream::Dns => dns_schema(),
         }
     }
 }
@@ -80,5 +89,21 @@ pub fn object_schema() -> SchemaRef {
         Field::new("name", DataType::Utf8, false),
         Field::new("resource_version", DataType::Utf8, false),
         Field::new("object", DataType::Utf8, false),
+    ]))
+}
+
+/// Schema of DNS answer segments.
+pub fn dns_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("time", time_type(), false),
+        Field::new("node", dict(DataType::Int32), false),
+        Field::new("client_ip", dict(DataType::Int32), false),
+        Field::new("client_port", DataType::UInt16, false),
+        Field::new("server_ip", dict(DataType::Int32), false),
+        Field::new("socket_id", DataType::UInt64, false),
+        Field::new("query", dict(DataType::Int32), false),
+        Field::new("cnames", dict(DataType::Int32), false),
+        Field::new("address", dict(DataType::Int32), false),
+        Field::new("ttl", DataType::UInt32, false),
     ]))
 }

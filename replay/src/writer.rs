@@ -25,7 +25,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::dict_builder::{TypedDict, MAX_ROWS};
 use crate::error::{ReplayError, Result};
-use crate::event::{ConnEvent, ObjectEvent, TimeNs};
+use crate::event::{ConnEvent, DnsAnswer, Event, ObjectEvent, TimeNs};
 use crate::meta::{Counters, RecordingMeta, SCHEMA_VERSION};
 use crate::schema::{Stream, STREAM_KEY, VERSION_KEY};
 
@@ -51,13 +51,14 @@ impl Default for WriterOptions {
 
 /// Writes one recording directory.
 ///
-/// Events of each stream must be written in non-decreasing time order; the two
-/// streams are independent.
+/// Events of each stream must be written in non-decreasing time order; the streams
+/// are independent.
 pub struct RecordingWriter {
     dir: PathBuf,
     meta: RecordingMeta,
     conn: SegmentWriter<ConnRows>,
     objects: SegmentWriter<ObjectRows>,
+    dns: SegmentWriter<DnsRows>,
 }
 
 impl RecordingWriter {
@@ -81,7 +82,8 @@ impl RecordingWriter {
             dir: dir.to_owned(),
             meta,
             conn: SegmentWriter::new(dir, Stream::Conn, options.clone(), ConnRows::default()),
-            objects: SegmentWriter::new(dir, Stream::Objects, options, ObjectRows::default()),
+            objects: SegmentWriter::new(dir, Stream::Objects, options.clone(), ObjectRows::default()),
+            dns: SegmentWriter::new(dir, Stream::Dns, options, DnsRows::default()),
         })
     }
 
@@ -106,11 +108,29 @@ impl RecordingWriter {
         self.objects.after_push()
     }
 
+    /// Appends an event to its stream.
+    pub fn write_event(&mut self, event: &Event) -> Result<()> {
+        match event {
+            Event::Conn(c) => self.write_conn(c),
+            Event::Object(o) => self.write_object(o),
+            Event::Dns(d) => self.write_dns(d),
+        }
+    }
+
+    /// Appends a DNS answer.
+    pub fn write_dns(&mut self, answer: &DnsAnswer) -> Result<()> {
+        self.note_time(answer.time_ns);
+        self.meta.counters.dns_answers += 1;
+        self.dns.rows.push(answer);
+        self.dns.after_push()
+    }
+
     /// Finalizes the open segments so everything written so far survives a crash.
     /// Live writers call this on a timer.
     pub fn checkpoint(&mut self, counters: &LossCounters) -> Result<()> {
         self.conn.finish_segment()?;
         self.objects.finish_segment()?;
+        self.dns.finish_segment()?;
         self.apply_losses(counters);
         self.meta.write(&self.dir)
     }
@@ -125,6 +145,7 @@ impl RecordingWriter {
     pub fn finish(mut self, counters: &LossCounters) -> Result<RecordingMeta> {
         self.conn.finish_segment()?;
         self.objects.finish_segment()?;
+        self.dns.finish_segment()?;
         self.apply_losses(counters);
         self.meta.complete = true;
         self.meta.write(&self.dir)?;
@@ -386,6 +407,56 @@ impl Rows for ObjectRows {
             Arc::new(self.name.finish()),
             Arc::new(self.resource_version.finish()),
             Arc::new(self.object.finish()),
+        ])
+    }
+}
+
+#[derive(Default)]
+struct DnsRows {
+    time: TimestampNanosecondBuilder,
+    node: TypedDict<Arc<str>>,
+    client_ip: TypedDict<IpAddr>,
+    client_port: UInt16Builder,
+    server_ip: TypedDict<IpAddr>,
+    socket_id: UInt64Builder,
+    query: TypedDict<Arc<str>>,
+    cnames: TypedDict<Arc<str>>,
+    address: TypedDict<IpAddr>,
+    ttl: UInt32Builder,
+}
+
+impl DnsRows {
+    fn push(&mut self, a: &DnsAnswer) {
+        self.time.append_value(a.time_ns);
+        self.node.append(Arc::clone(&a.node), Arc::clone);
+        self.client_ip.append(a.client_ip, IpAddr::to_string);
+        self.client_port.append_value(a.client_port);
+        self.server_ip.append(a.server_ip, IpAddr::to_string);
+        self.socket_id.append_value(a.socket_id);
+        self.query.append(Arc::clone(&a.query), Arc::clone);
+        self.cnames.append(Arc::clone(&a.cnames), Arc::clone);
+        self.address.append(a.address, IpAddr::to_string);
+        self.ttl.append_value(a.ttl_s);
+    }
+}
+
+impl Rows for DnsRows {
+    fn len(&self) -> usize {
+        self.time.len()
+    }
+
+    fn finish(&mut self) -> std::result::Result<Vec<ArrayRef>, ArrowError> {
+        Ok(vec![
+            Arc::new(self.time.finish().with_timezone("UTC")),
+            self.node.finish()?,
+            self.client_ip.finish()?,
+            Arc::new(self.client_port.finish()),
+            self.server_ip.finish()?,
+            Arc::new(self.socket_id.finish()),
+            self.query.finish()?,
+            self.cnames.finish()?,
+            self.address.finish()?,
+            Arc::new(self.ttl.finish()),
         ])
     }
 }

@@ -68,6 +68,8 @@ pub(crate) struct PodState {
     pub(crate) uid: String,
     pub(crate) created: SystemTime,
     pub(crate) resource_version: u64,
+    /// A host outside the cluster (`Cluster::add_external`): in no Kubernetes object.
+    pub(crate) external: bool,
 }
 
 impl PodState {
@@ -294,6 +296,7 @@ impl Cluster {
             veth,
             created: SystemTime::now(),
             resource_version: self.resource_version,
+            external: false,
         };
         let pod_ref = pod.to_ref();
         self.pods.push(pod);
@@ -565,7 +568,7 @@ fn write_sysctls(netns: &str, settings: &[(&str, &str)]) -> Result<()> {
 }
 
 /// `ip -n NETNS -batch -`: several changes for one process.
-fn ip_batch(netns: &str, lines: &[String]) -> Result<()> {
+pub(crate) fn ip_batch(netns: &str, lines: &[String]) -> Result<()> {
     let mut text = lines.join("\n");
     text.push('\n');
     sys::run(&mut sys::ip(Some(netns), ["-batch", "-"])?, Some(&text)).map(drop)

@@ -20,7 +20,7 @@ impl Cluster {
     /// gone from it; a pod that took over an IP shows with that IP.
     pub fn kubectl_json(&self) -> Value {
         let mut items = vec![self.node_json()];
-        items.extend(self.pods.iter().map(|p| self.pod_json(p)));
+        items.extend(self.pods.iter().filter(|p| !p.external).map(|p| self.pod_json(p)));
         items.extend(self.services.iter().map(service_json));
         items.extend(self.services.iter().map(|s| self.slice_json(s)));
         json!({

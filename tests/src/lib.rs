@@ -49,6 +49,7 @@ mod cluster;
 mod error;
 mod kube_proxy;
 mod kubectl;
+mod outside;
 pub mod peer;
 mod spec;
 mod sys;
@@ -56,6 +57,7 @@ mod traffic;
 
 pub use cluster::{Cluster, ClusterOptions, DEFAULT_NODE_IP, DEFAULT_NODE_NAME, NETNS_PREFIX, POD_CIDR, SERVICE_CIDR};
 pub use error::{HarnessError, Result};
+pub use outside::{require_dnsmasq, DnsRecords, DnsServer, DNSMASQ};
 pub use peer::{CallErrorKind, CallReport, Exchange};
 pub use spec::{
     Balancing, Container, ContainerPort, Owner, PodRef, PodSpec, Protocol, ServicePort, ServiceRef, ServiceSpec,

@@ -120,7 +120,15 @@ pub(crate) fn netns_add(name: &str) -> Result<()> {
 pub(crate) fn netns_del(name: &str) -> Result<()> {
     kill_all_in(name);
     let _guard = netns_lock();
+    // The files `ip netns exec` bind-mounts into it (resolv.conf), if a test wrote any.
+    let _ = std::fs::remove_dir_all(netns_etc(name));
     run(&mut ip(None, ["netns", "del", name])?, None).map(drop)
+}
+
+/// `/etc/netns/NAME`: `ip netns exec NAME` bind-mounts each file in it over its
+/// namesake in /etc, as kubelet gives each pod its own resolv.conf.
+pub(crate) fn netns_etc(name: &str) -> std::path::PathBuf {
+    std::path::Path::new("/etc/netns").join(name)
 }
 
 /// The names under /run/netns, from `ip netns list` ("name (id: 3)" lines).

@@ -188,6 +188,25 @@ impl Cluster {
         run_call(cmd)
     }
 
+    /// From a pod, resolves `name` with the C library's resolver (the pod's resolv.conf,
+    /// see [`Cluster::use_nameserver`]) and makes a [`Cluster::tcp_call`] to its IPv4
+    /// answer at `pick` (of the sorted answers, modulo their count) on `port`.
+    pub fn tcp_call_by_name(
+        &self,
+        pod: &PodRef,
+        name: &str,
+        port: u16,
+        pick: usize,
+        send: u64,
+        recv: u64,
+    ) -> Result<CallReport> {
+        let mut cmd = self.peer_command(pod)?;
+        cmd.args(["tcp-call", &format!("{name}:{port}"), &send.to_string(), &recv.to_string()])
+            .args(["--pick", &pick.to_string()])
+            .args(CallOptions::default().args());
+        run_call(cmd)
+    }
+
     /// From a pod, sends one UDP datagram of `send` bytes to `target` and waits for the
     /// answer, expecting `recv` bytes (a DNS-like exchange).
     pub fn udp_call(&self, pod: &PodRef, target: SocketAddrV4, send: u64, recv: u64) -> Result<CallReport> {

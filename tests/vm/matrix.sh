@@ -49,6 +49,7 @@ $cli:long_lived::connections_open_before_the_capture_and_at_its_end_are_each_cou
 $cli:long_lived::a_connected_udp_socket_older_than_the_capture_is_a_flow_from_its_first_datagram
 $cli:long_lived::one_client_port_carrying_two_connections_at_once_maps_each_with_its_bytes
 $cli:clock_step::
+$cli:dns::
 LIST
 # Older than the minimum: the one-line refusal.
 too_old="$out/too-old.txt"

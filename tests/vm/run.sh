@@ -25,9 +25,10 @@ modroot=$(cd "$(dirname "$vmlinuz")/.." && pwd)
 printf 'export SMAP_VM_TESTS=%q SMAP_VM_OUT=%q SMAP_VM_REPO=%q SMAP_VM_MODROOT=%q SMAP_EXPECT_UDP_PATH=%q\n. %q\n' \
 	"$tests" "$vm_out" "$repo" "$modroot" "${SMAP_EXPECT_UDP_PATH:-}" "$here/inside.sh" > "$env_file"
 rm -f "$out"
-# vng's own status is the VM's power-off, not the tests': those are in $out.
+# vng's own status is the VM's power-off, not the tests': those are in $out. /etc is
+# writable inside (an overlay) for the pods' resolv.conf under /etc/netns.
 vng --run "$vmlinuz" --force-initramfs --disable-monitor --disable-kvm --memory 3G --cpus 2 \
-	--rwdir /tmp --exec "sh $env_file" || true
+	--rwdir /tmp --overlay-rwdir /etc --exec "sh $env_file" || true
 [ -s "$vm_out" ] || { echo "the VM wrote no results" >&2; exit 1; }
 { cat "$vm_out"; cat "$vm_out.modprobe" 2>/dev/null || true; } > "$out"
 grep -E '^(kernel|==|exit|test )' "$out"

@@ -7,11 +7,12 @@ use std::net::IpAddr;
 
 use hashbrown::HashMap;
 use slab::Slab;
-use smap_replay::{ConnFacts, ConnKind, ConnRecord, Event, ObjectEvent, Protocol, Side, TimeNs};
+use smap_replay::{ConnFacts, ConnKind, ConnRecord, DnsAnswer, Event, ObjectEvent, Protocol, Side, TimeNs};
 
 use crate::cluster::{Changed, ClusterState};
 use crate::config::Config;
 use crate::conn_table::{count_new_bytes, directed_bytes, ConnKey, ConnState, ConnTable};
+use crate::dns_names::DnsNames;
 use crate::object_versions::ObjectVersions;
 use crate::resolve::{is_local, resolve_destination, resolve_source, EntityRef};
 use crate::topology::{BuildStats, Failures};
@@ -92,6 +93,8 @@ pub struct Engine {
     source_cache: HashMap<IpAddr, EntityId>,
     /// Per address, the ports resolved so far: (port dialed, node, port of the edge).
     destination_cache: HashMap<IpAddr, Vec<(u16, EntityId, u16)>>,
+    /// What each client resolved by DNS, for naming the outside addresses it dials.
+    dns_names: DnsNames,
     window: Option<(TimeNs, TimeNs)>,
     stats: BuildStats,
     object_versions: ObjectVersions,
@@ -112,6 +115,7 @@ const PORTS_PER_ADDRESS: usize = 32;
 impl Engine {
     /// A new engine with this configuration.
     pub fn new(config: Config) -> Self {
+        let grace = duration_ns(config.dns_name_grace);
         Engine {
             conns: ConnTable::new(config.max_connections),
             config,
@@ -122,6 +126,7 @@ impl Engine {
             edge_ids: HashMap::new(),
             source_cache: HashMap::new(),
             destination_cache: HashMap::new(),
+            dns_names: DnsNames::new(grace),
             window: None,
             stats: BuildStats::default(),
             object_versions: ObjectVersions::default(),
@@ -194,7 +199,14 @@ impl Engine {
         match event {
             Event::Object(object) => self.apply_object(object),
             Event::Conn(conn) => self.apply_conn(&conn.facts()),
+            Event::Dns(answer) => self.apply_dns(answer),
         }
+    }
+
+    fn apply_dns(&mut self, answer: &DnsAnswer) -> Applied {
+        self.stats.dns_answers += 1;
+        self.dns_names.learn(answer);
+        Applied::default()
     }
 
     fn apply_object(&mut self, object: &ObjectEvent) -> Applied {
@@ -421,7 +433,7 @@ impl Engine {
                 return base;
             }
         }
-        let (server, server_port) = self.destination_entity(&e.dst_ip, e.dst_port);
+        let (server, server_port) = self.server_of(e);
         let to_server = ConnKey::to_server(e.kind.protocol(), e.src_ip, e.src_port, server, server_port);
         if self.conns.peek(&to_server).is_some() {
             return to_server;
@@ -488,9 +500,26 @@ impl Engine {
         }
     }
 
+    /// The node and edge port an event's server resolves to, for its client and at
+    /// its time: an outside address the client resolved by DNS is that name.
+    fn server_of(&mut self, e: &ConnFacts) -> (EntityId, u16) {
+        let (destination, port) = self.destination_entity(&e.dst_ip, e.dst_port);
+        let outside = matches!(self.entities.get(destination as usize), Some(EntityRef::External { .. }));
+        if !outside {
+            return (destination, port);
+        }
+        match self.dns_names.name(&e.src_ip, &e.dst_ip, e.time_ns) {
+            Some(name) => {
+                let named = EntityRef::ExternalName { name: std::sync::Arc::clone(name), port };
+                (self.intern(named), port)
+            }
+            None => (destination, port),
+        }
+    }
+
     fn edge_for(&mut self, e: &ConnFacts) -> (EdgeId, bool) {
         let source = self.source_entity(&e.src_ip);
-        let (destination, port) = self.destination_entity(&e.dst_ip, e.dst_port);
+        let (destination, port) = self.server_of(e);
         let key = EdgeKey { source, destination, protocol: e.kind.protocol(), port };
         if let Some(id) = self.edge_ids.get(&key) {
             let stats = &mut self.edges[*id as usize];
@@ -549,7 +578,8 @@ impl Engine {
         }
         // The cluster bounds services, workloads and nodes; outside addresses are
         // unbounded (scanners, CDNs), so past max_services they share one node.
-        if self.entities.len() >= self.config.max_services && matches!(entity, EntityRef::External { .. }) {
+        let outside = matches!(entity, EntityRef::External { .. } | EntityRef::ExternalName { .. });
+        if self.entities.len() >= self.config.max_services && outside {
             self.stats.external_overflow += 1;
             let other = EntityRef::other_external();
             if let Some(id) = self.entity_ids.get(&other) {

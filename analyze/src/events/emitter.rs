@@ -324,6 +324,8 @@ impl Emitter {
     pub fn after(&mut self, engine: &Engine, event: &Event, applied: Applied, out: &mut Vec<ChangeEvent>) {
         match event {
             Event::Object(object) => self.on_object(object),
+            // A name matters once a connection uses it, which the engine resolves.
+            Event::Dns(_) => {}
             Event::Conn(conn) => {
                 // Replay order puts objects before connections at equal times: the
                 // Kubernetes changes of this instant are complete.
@@ -859,7 +861,10 @@ impl Emitter {
         let kept = self.config.keeps(entity);
         let exists = match entity {
             EntityRef::Service(key) => engine.cluster().service_exists(key),
-            EntityRef::Workload(_) | EntityRef::External { .. } | EntityRef::Node(_) => true,
+            EntityRef::Workload(_)
+            | EntityRef::External { .. }
+            | EntityRef::ExternalName { .. }
+            | EntityRef::Node(_) => true,
         };
         let details = Details {
             service_type: node.service_type,

@@ -7,6 +7,7 @@ use serde_json::Value;
 use smap_replay::{Event, ObjectAction, ObjectEvent, ObjectKind};
 
 mod analysis;
+mod dns_names;
 mod entry;
 mod events;
 mod failures;

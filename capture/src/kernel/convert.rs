@@ -50,6 +50,16 @@ impl Converter {
         }
     }
 
+    /// The node name events are stamped with.
+    pub(crate) fn node(&self) -> &Arc<str> {
+        &self.node
+    }
+
+    /// The clock events are stamped with.
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// The [`ConnEvent`] for a kernel event, or `None` for events that only inform the
     /// converter (a socket started listening) or are not understood.
     pub(crate) fn convert(&mut self, e: &Event) -> Option<ConnEvent> {

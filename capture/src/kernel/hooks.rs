@@ -9,7 +9,8 @@
 use std::fs::File;
 
 use aya::programs::{
-    BtfTracePoint, CgroupAttachMode, CgroupSockAddr, FEntry, ProgramError, TracePoint, TracePointError,
+    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, FEntry, ProgramError, TracePoint,
+    TracePointError,
 };
 use aya::{Btf, BtfError, Ebpf};
 use smap_ebpf::programs;
@@ -25,6 +26,8 @@ pub(super) enum Attach {
     Tracepoint { category: &'static str, name: &'static str },
     /// cgroup socket-address hook on the cgroup2 root.
     Cgroup,
+    /// cgroup packet hook on the cgroup2 root, for packets delivered to sockets.
+    CgroupSkbIngress,
     /// On entry to a kernel function (`fentry/NAME`).
     FEntry { function: &'static str },
 }
@@ -76,7 +79,7 @@ pub(super) struct Hook {
     pub(super) purpose: &'static str,
 }
 
-pub(super) const HOOKS: [Hook; 17] = [
+pub(super) const HOOKS: [Hook; 18] = [
     Hook {
         program: programs::INET_SOCK_SET_STATE,
         section: "tp_btf/inet_sock_set_state",
@@ -214,6 +217,14 @@ pub(super) const HOOKS: [Hook; 17] = [
         group: Group::Own,
         purpose: "the reading process of TCP connections open before capture",
     },
+    Hook {
+        program: programs::DNS_REPLY,
+        section: "cgroup_skb/ingress",
+        attach: Attach::CgroupSkbIngress,
+        required: false,
+        group: Group::Own,
+        purpose: "DNS names of outside addresses (the replies clients receive)",
+    },
 ];
 
 /// What attaching the hooks gave.
@@ -329,6 +340,12 @@ fn attach(ebpf: &mut Ebpf, btf: &Btf, cgroup: Result<&File, &String>, hook: Hook
             p.load().map_err(|e| load_error(hook, e))?;
             // Links are always multi-attach: other cgroup programs (a CNI's) keep running.
             p.attach(dir, CgroupAttachMode::Single).map_err(step("attach"))?;
+        }
+        Attach::CgroupSkbIngress => {
+            let dir = cgroup.map_err(|reason| KernelError::NoCgroup(reason.clone()))?;
+            let p: &mut CgroupSkb = program.try_into().map_err(step("load"))?;
+            p.load().map_err(|e| load_error(hook, e))?;
+            p.attach(dir, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single).map_err(step("attach"))?;
         }
         Attach::FEntry { function } => {
             let p: &mut FEntry = program.try_into().map_err(step("load"))?;

@@ -29,12 +29,16 @@
 //! default). UDP flows are aggregated in a kernel map and reported every
 //! [`KernelConfig::udp_flush_interval`].
 //!
+//! DNS replies delivered to sockets come through the same ring buffer; their answers
+//! wait in the capture until [`KernelCapture::take_dns`] takes them.
+//!
 //! Connections open before the capture are reported once, on their first bytes or by
 //! the enumeration at start; open connections that move bytes are reported again every
 //! [`KernelConfig::progress_interval`], and [`KernelCapture::finish`] reports those
 //! still open (`open_conns`).
 
 mod convert;
+mod dns;
 mod error;
 mod hooks;
 mod open_conns;
@@ -51,8 +55,8 @@ use std::time::Duration;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::{Btf, Ebpf, EbpfLoader};
 use aya_obj::generated::{bpf_cmd, bpf_prog_info};
-use smap_ebpf::{counter, globals, kind, maps, programs, ConnState, Event, UdpFlowKey};
-use smap_replay::ConnEvent;
+use smap_ebpf::{counter, globals, kind, maps, programs, ConnState, DnsReply, Event, UdpFlowKey};
+use smap_replay::{ConnEvent, DnsAnswer};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -60,6 +64,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 pub use error::{KernelError, MINIMUM_KERNEL};
 
 use convert::Converter;
+use dns::DnsStats;
 
 use crate::clock::Clock;
 pub use hooks::UdpPath;
@@ -183,6 +188,14 @@ pub struct KernelCounters {
     /// Sockets not seen opening whose side no listener and no ephemeral port told: the
     /// lower port was taken as the server's.
     pub sides_by_port_order: u64,
+    /// DNS replies the kernel copied.
+    pub dns_replies: u64,
+    /// Addresses those replies gave (DNS answers reported).
+    pub dns_answers: u64,
+    /// Replies longer than the kernel copies: the answers past the cut are lost.
+    pub dns_truncated: u64,
+    /// Replies that were no DNS message, skipped.
+    pub dns_malformed: u64,
 }
 
 /// The loaded and attached programs and their event stream.
@@ -194,6 +207,8 @@ pub struct KernelCapture {
     conns: BpfHashMap<MapData, u64, ConnState>,
     counters: PerCpuArray<MapData, u64>,
     converter: Converter,
+    /// DNS answers parsed from the ring, until taken.
+    dns: Vec<DnsAnswer>,
     udp: UdpFlows,
     drain_tick: Interval,
     next_udp_flush: Instant,
@@ -223,6 +238,7 @@ struct Stats {
     namespaces_enumerated: u64,
     namespaces_not_enumerated: u64,
     tcp_open_at_end: u64,
+    dns: DnsStats,
 }
 
 impl KernelCapture {
@@ -338,6 +354,7 @@ impl KernelCapture {
             conns,
             counters,
             converter: Converter::new(config.node, config.clock, system::ephemeral_ports()),
+            dns: Vec::new(),
             udp: UdpFlows::default(),
             drain_tick,
             next_udp_flush: Instant::now() + config.udp_flush_interval,
@@ -378,16 +395,17 @@ impl KernelCapture {
             convert_all(&records, &mut self.converter, &mut self.stats, out);
             return Ok(());
         }
-        let Self { ring, drain_tick, converter, stats, .. } = self;
+        let Self { ring, drain_tick, converter, stats, dns, .. } = self;
+        let mut sink = Sink { converter, stats, out, dns };
         tokio::select! {
             ready = ring.readable_mut() => {
                 let mut guard = ready.map_err(KernelError::Poll)?;
-                drain_ring(guard.get_inner_mut(), converter, stats, out);
+                drain_ring(guard.get_inner_mut(), &mut sink);
                 // Events committed after the drain without a wakeup are picked up by the
                 // timer; clearing here cannot lose them.
                 guard.clear_ready();
             }
-            _ = drain_tick.tick() => drain_ring(ring.get_mut(), converter, stats, out),
+            _ = drain_tick.tick() => drain_ring(ring.get_mut(), &mut sink),
         }
         if Instant::now() >= self.next_udp_flush {
             self.next_udp_flush = Instant::now() + self.udp_flush_interval;
@@ -401,13 +419,20 @@ impl KernelCapture {
     pub fn finish(&mut self, out: &mut Vec<ConnEvent>) -> Result<KernelCounters, KernelError> {
         let records = std::mem::take(&mut self.enumerated);
         convert_all(&records, &mut self.converter, &mut self.stats, out);
-        drain_ring(self.ring.get_mut(), &mut self.converter, &mut self.stats, out);
+        let mut sink = Sink { converter: &mut self.converter, stats: &mut self.stats, out, dns: &mut self.dns };
+        drain_ring(self.ring.get_mut(), &mut sink);
         let still_open = open_conns::open_at_end(&self.conns, Clock::boot_now());
         let before = out.len();
         convert_all(&still_open, &mut self.converter, &mut self.stats, out);
         self.stats.tcp_open_at_end = (out.len() - before) as u64;
         self.flush_udp(out, true)?;
         self.counters()
+    }
+
+    /// Moves the DNS answers read so far to `out`, in the order they arrived. Call
+    /// after each [`KernelCapture::next_batch`] and after [`KernelCapture::finish`].
+    pub fn take_dns(&mut self, out: &mut Vec<DnsAnswer>) {
+        out.append(&mut self.dns);
     }
 
     /// The counters now (evictions as of the last UDP flush).
@@ -443,6 +468,10 @@ impl KernelCapture {
             tcp_progress: get(counter::TCP_PROGRESS),
             tcp_open_at_end: self.stats.tcp_open_at_end,
             sides_by_port_order: self.converter.sides_by_port_order,
+            dns_replies: self.stats.dns.replies,
+            dns_answers: self.stats.dns.answers,
+            dns_truncated: self.stats.dns.truncated,
+            dns_malformed: self.stats.dns.malformed,
         })
     }
 
@@ -507,16 +536,31 @@ impl KernelCapture {
     }
 }
 
-fn drain_ring(ring: &mut RingBuf<MapData>, converter: &mut Converter, stats: &mut Stats, out: &mut Vec<ConnEvent>) {
+/// Where the records of one drain go.
+struct Sink<'a> {
+    converter: &'a mut Converter,
+    stats: &'a mut Stats,
+    out: &'a mut Vec<ConnEvent>,
+    dns: &'a mut Vec<DnsAnswer>,
+}
+
+fn drain_ring(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
     while let Some(item) = ring.next() {
-        if item.len() == smap_ebpf::WAKEUP_MARKER_LEN {
-            stats.wakeups += 1;
-            continue;
-        }
-        stats.events_received += 1;
-        match Event::from_bytes(&item) {
-            Some(e) => convert_one(&e, converter, stats, out),
-            None => stats.events_malformed += 1,
+        match item.len() {
+            smap_ebpf::WAKEUP_MARKER_LEN => sink.stats.wakeups += 1,
+            DnsReply::SIZE => {
+                if let Some(reply) = DnsReply::from_bytes(&item) {
+                    let (node, clock) = (sink.converter.node(), sink.converter.clock());
+                    dns::convert(&reply, node, clock, &mut sink.stats.dns, sink.dns);
+                }
+            }
+            _ => {
+                sink.stats.events_received += 1;
+                match Event::from_bytes(&item) {
+                    Some(e) => convert_one(&e, sink.converter, sink.stats, sink.out),
+                    None => sink.stats.events_malformed += 1,
+                }
+            }
         }
     }
 }

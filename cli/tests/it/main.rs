@@ -5,6 +5,7 @@ mod analyze;
 mod build;
 mod clock_step;
 mod deploy;
+mod dns;
 mod e2e;
 mod entry;
 mod exports;

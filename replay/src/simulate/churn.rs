@@ -179,8 +179,7 @@ impl Churn {
 
     fn push(&mut self, event: Event) {
         self.seq += 1;
-        let class = u8::from(matches!(event, Event::Conn(_)));
-        self.pending.push(Reverse((event.time_ns(), class, self.seq, Pending(event))));
+        self.pending.push(Reverse((event.time_ns(), event.rank(), self.seq, Pending(event))));
     }
 
     fn object(&mut self, kind: ObjectKind, action: ObjectAction, json: &Value, t: TimeNs) {

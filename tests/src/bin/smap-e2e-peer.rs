@@ -6,10 +6,15 @@
 //! smap-e2e-peer serve-tcp PORT [--reply N]
 //! smap-e2e-peer serve-udp PORT [--dual-stack]
 //! smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
+//! smap-e2e-peer tcp-call NAME:PORT SEND RECV [--pick N] [...]
 //! smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS] [--unconnected]
 //! smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS]
 //! smap-e2e-peer udp-hold ADDR:PORT [--timeout-ms MS]
 //! ```
+//!
+//! `tcp-call NAME:PORT` resolves the name with the C library's resolver (getaddrinfo,
+//! so /etc/resolv.conf and its nameserver) and dials the IPv4 address at index N of
+//! the sorted answers (modulo their count; 0 by default).
 //!
 //! `tcp-hold` keeps its connection open until stdin closes, sending as many bytes as
 //! each line of stdin says; `udp-hold` likewise keeps a connected UDP socket, sending
@@ -29,6 +34,7 @@ const USAGE: &str = "usage:
   smap-e2e-peer serve-tcp PORT [--reply N]
   smap-e2e-peer serve-udp PORT [--dual-stack]
   smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
+  smap-e2e-peer tcp-call NAME:PORT SEND RECV [--pick N] [...]
   smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS]
   smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
   smap-e2e-peer udp-hold ADDR:PORT [--timeout-ms MS]";
@@ -60,6 +66,7 @@ struct Args {
     source_port: Option<u16>,
     unconnected: bool,
     dual_stack: bool,
+    pick: usize,
 }
 
 impl Args {
@@ -75,6 +82,7 @@ impl Args {
             source_port: None,
             unconnected: false,
             dual_stack: false,
+            pick: 0,
         };
         while let Some(arg) = iter.next() {
             let mut value = |name: &str| -> Result<u64, String> {
@@ -89,6 +97,7 @@ impl Args {
                     let port = value(arg)?;
                     parsed.source_port = Some(u16::try_from(port).map_err(|_| format!("--source-port {port}"))?);
                 }
+                "--pick" => parsed.pick = usize::try_from(value(arg)?).map_err(|e| format!("--pick: {e}"))?,
                 "--unconnected" => parsed.unconnected = true,
                 "--dual-stack" => parsed.dual_stack = true,
                 flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
@@ -112,7 +121,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         "serve-tcp" => Ok(serve_tcp(args.arg(0, "PORT")?, args.reply)),
         "serve-udp" => Ok(serve_udp(args.arg(0, "PORT")?, args.dual_stack)),
         "tcp-call" => {
-            let target = args.arg(0, "ADDR:PORT")?;
+            let target = resolve(args.positional.first().ok_or("missing ADDR:PORT")?, args.pick)?;
             let (send, recv) = (args.arg(1, "SEND")?, args.arg(2, "RECV")?);
             Ok(finish(tcp_call(target, send, recv, args)))
         }
@@ -129,6 +138,23 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         "udp-hold" => Ok(finish(udp_hold(args.arg(0, "ADDR:PORT")?, args))),
         other => Err(format!("unknown command {other}")),
     }
+}
+
+/// `ADDR:PORT` as is, or `NAME:PORT` through getaddrinfo: the IPv4 answer at `pick`
+/// (modulo their count) of the sorted answers.
+fn resolve(target: &str, pick: usize) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = target.parse() {
+        return Ok(addr);
+    }
+    let mut found: Vec<SocketAddr> =
+        target.to_socket_addrs().map_err(|e| format!("resolving {target}: {e}"))?.filter(SocketAddr::is_ipv4).collect();
+    found.sort();
+    found.dedup();
+    if found.is_empty() {
+        return Err(format!("resolving {target}: no IPv4 address"));
+    }
+    Ok(found[pick % found.len()])
 }
 
 /// Prints one JSON line and flushes: the harness reads stdout line by line, and the

@@ -167,10 +167,7 @@ fn record_and_build(dir: &Path, mut events: Vec<Event>) -> Topology {
         RecordingWriter::create(&out, RecordingMeta::new("capture", "node-1", "test"), WriterOptions::default())
             .unwrap();
     for event in &events {
-        match event {
-            Event::Conn(c) => writer.write_conn(c).unwrap(),
-            Event::Object(o) => writer.write_object(o).unwrap(),
-        }
+        writer.write_event(event).unwrap();
     }
     writer.finish(&smap_replay::LossCounters::default()).unwrap();
     let recording = Recording::open(&out).unwrap();
