@@ -9,7 +9,9 @@ use crate::classify::{detect_type, detect_version, TypeInputs};
 use crate::cluster::{Key, PodInfo, ServiceInfo, Workload};
 use crate::engine::{Engine, EntityId};
 use crate::resolve::EntityRef;
-use crate::topology::{Edge, Endpoints, Health, NodeKind, Service, ServiceType, Topology, Window, TOPOLOGY_SCHEMA};
+use crate::topology::{
+    Edge, Endpoints, Health, NodeKind, Processes, Service, ServiceType, Topology, Window, TOPOLOGY_SCHEMA,
+};
 
 /// Labels Kubernetes controllers add per pod or revision: noise for policies.
 const CONTROLLER_LABELS: [&str; 4] = [
@@ -39,6 +41,15 @@ impl Engine {
             }
             referenced.insert(key.source);
             referenced.insert(key.destination);
+            // Candidates: kept below only where the caller is an ingress controller.
+            let ingress = match destination {
+                EntityRef::Service(service) => self
+                    .cluster()
+                    .service(service)
+                    .map(|s| self.cluster().ingress_routes(s, key.port))
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
             edges.push(Edge {
                 source: source.id(),
                 destination: destination.id(),
@@ -47,6 +58,9 @@ impl Engine {
                 connections: stats_of_edge.connections,
                 failed: stats_of_edge.failed,
                 failures: stats_of_edge.failures,
+                aborted: stats_of_edge.aborted,
+                processes: processes(&stats_of_edge.processes),
+                ingress,
                 retransmits: stats_of_edge.retransmits,
                 bytes_sent: stats_of_edge.bytes_sent,
                 bytes_received: stats_of_edge.bytes_received,
@@ -84,6 +98,12 @@ impl Engine {
                 EntityRef::Node(name) => bare_node(name, NodeKind::Node, "", ServiceType::Other),
             };
             nodes.insert(id, node);
+        }
+        for edge in &mut edges {
+            let from_proxy = nodes.get(&edge.source).is_some_and(|n| n.service_type == ServiceType::Proxy);
+            if !from_proxy {
+                edge.ingress.clear();
+            }
         }
         for edge in &edges {
             if let Some(node) = nodes.get_mut(&edge.source) {
@@ -181,6 +201,16 @@ impl Engine {
         };
         (node, pods.iter().map(|p| p.key.clone()).collect())
     }
+}
+
+/// An edge's process names, sorted per end.
+fn processes([client, server]: &[Vec<smap_replay::ProcessName>; 2]) -> Processes {
+    let sorted = |names: &Vec<smap_replay::ProcessName>| {
+        let mut out: Vec<String> = names.iter().map(|n| n.as_str().to_owned()).collect();
+        out.sort();
+        out
+    };
+    Processes { client: sorted(client), server: sorted(server) }
 }
 
 fn health_of(ready: u32, total: u32) -> Health {

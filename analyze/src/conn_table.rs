@@ -87,6 +87,9 @@ pub(crate) struct ConnState {
     /// counters measure the same two byte streams, so each report adds only what it
     /// shows beyond these.
     pub(crate) counted: [u64; 2],
+    /// An end reported it aborted (a reset, a timeout): counted once on the edge,
+    /// though both ends report it.
+    pub(crate) aborted: bool,
 }
 
 impl ConnState {
@@ -132,7 +135,7 @@ struct Slot {
 
 const EMPTY: Slot = Slot {
     key: ConnKey { client_ip: [0; 2], rest: 0 },
-    state: ConnState { last: 0, edge: 0, owner: Side::Client, opened: 0, closed: 0, counted: [0; 2] },
+    state: ConnState { last: 0, edge: 0, owner: Side::Client, opened: 0, closed: 0, counted: [0; 2], aborted: false },
     older: NONE,
     newer: NONE,
 };
@@ -324,7 +327,7 @@ mod tests {
     }
 
     fn state(last: TimeNs) -> ConnState {
-        ConnState { last, edge: 0, owner: Side::Client, opened: 1, closed: 0, counted: [0; 2] }
+        ConnState { last, edge: 0, owner: Side::Client, opened: 1, closed: 0, counted: [0; 2], aborted: false }
     }
 
     #[test]

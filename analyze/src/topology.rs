@@ -178,6 +178,21 @@ pub struct Edge {
     /// The failed attempts by why they failed (absent when none failed).
     #[serde(default, skip_serializing_if = "Failures::is_empty")]
     pub failures: Failures,
+    /// Established connections that ended without the FIN exchange, by cause: a reset
+    /// sent or received (`reset`), a retransmission timeout (`timed_out`), another
+    /// socket error (`other`). Absent when none were.
+    #[serde(default, skip_serializing_if = "Failures::is_empty")]
+    pub aborted: Failures,
+    /// The names of the processes seen on each end (Linux `comm`, up to 8 each,
+    /// sorted): which binary in a pod makes or serves these calls. Absent when none
+    /// were known.
+    #[serde(default, skip_serializing_if = "Processes::is_empty")]
+    pub processes: Processes,
+    /// The Ingress rules this edge serves: set on edges from an ingress controller (a
+    /// `proxy` node) to a Service that Ingresses route to, one entry per rule routing
+    /// to that Service port, sorted. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<IngressRoute>,
     /// TCP segments retransmitted by either end, as counted when the connections
     /// closed (absent when none were).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -192,8 +207,38 @@ pub struct Edge {
     pub last_seen: String,
 }
 
-/// Failed connection attempts by cause, from the error the kernel gave the
-/// connecting socket. Each key is written only when non-zero.
+/// The process names on each end of an edge.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Processes {
+    /// Processes that made the calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client: Vec<String>,
+    /// Processes that served them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server: Vec<String>,
+}
+
+impl Processes {
+    /// Whether no name is known on either end.
+    pub fn is_empty(&self) -> bool {
+        self.client.is_empty() && self.server.is_empty()
+    }
+}
+
+/// One rule of an Ingress: a host and path it routes to a Service.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IngressRoute {
+    /// The Ingress, `namespace/name`.
+    pub ingress: String,
+    /// The rule's host; `*` when it has none (every host), as for the default backend.
+    pub host: String,
+    /// The rule's path; `/` for the default backend and a rule without one.
+    pub path: String,
+}
+
+/// Connections that failed, by cause, from the error the kernel gave the socket: for
+/// connection attempts every key may occur, for aborted established connections
+/// `reset`, `timed_out` and `other`. Each key is written only when non-zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failures {
     /// Refused: nothing listened, the peer answered the SYN with a reset (ECONNREFUSED).
@@ -227,6 +272,17 @@ impl Failures {
             110 => &mut self.timed_out,
             101 | 113 => &mut self.unreachable,
             104 => &mut self.reset,
+            _ => &mut self.other,
+        };
+        *slot += 1;
+    }
+
+    /// Counts one established connection aborted with this errno (its close's).
+    pub fn count_abort(&mut self, errno: u16) {
+        let slot = match errno {
+            // EPIPE: the reset came after the peer's FIN (in CLOSE_WAIT).
+            104 | 32 => &mut self.reset,
+            110 => &mut self.timed_out,
             _ => &mut self.other,
         };
         *slot += 1;

@@ -288,18 +288,28 @@
       ['marks', (marks.nodes.get(id) || []).join(', ')]]);
   }
 
-  // "3 (2 refused, 1 timed out)": failed attempts with their causes, where the
-  // topology gives them (a frame of the time slider does not).
+  // ["2 refused", "1 timed out"]: counts by cause, where the topology gives them (a
+  // frame of the time slider does not).
+  function causes(counts) {
+    return Object.keys(counts || {}).map(function (k) { return counts[k] + ' ' + k.replace('_', ' '); });
+  }
+
+  // "3 (2 refused, 1 timed out)": failed attempts with their causes.
   function failedText(p) {
-    var causes = Object.keys(p.failures || {}).map(function (k) { return p.failures[k] + ' ' + k.replace('_', ' '); });
-    return causes.length ? p.failed + ' (' + causes.join(', ') + ')' : p.failed;
+    var c = causes(p.failures);
+    return c.length ? p.failed + ' (' + c.join(', ') + ')' : p.failed;
   }
 
   function edgeDetails(edge) {
     var rows = [];
     edge.data('parts').forEach(function (p) {
       rows.push([p.source + ' -> ' + p.destination, p.protocol + '/' + p.port]);
-      rows.push(['connections', p.connections], ['failed', failedText(p)], ['retransmits', p.retransmits],
+      var ingress = (p.ingress || []).map(function (r) { return r.ingress + ' ' + r.host + r.path; });
+      var procs = p.processes || {};
+      rows.push(['serves ingress', ingress.join(', ')], ['client processes', (procs.client || []).join(', ')],
+        ['server processes', (procs.server || []).join(', ')]);
+      rows.push(['connections', p.connections], ['failed', failedText(p)], ['aborted', causes(p.aborted).join(', ')],
+        ['retransmits', p.retransmits],
         ['bytes sent', p.bytes_sent], ['bytes received', p.bytes_received], ['first seen', p.first_seen],
         ['last seen', p.last_seen]);
       var m = marks.edges.get(pairKey(p.source, p.destination));

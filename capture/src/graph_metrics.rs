@@ -2,8 +2,9 @@
 //! Tempo, Beyla and Grafana's service graph and Node Graph panels read:
 //! `traces_service_graph_request_total` and `traces_service_graph_request_failed_total`
 //! by `client`, `server` and `connection_type`, plus `smap_dependency_bytes_total` by
-//! direction, `smap_dependency_failures_total` by cause, `smap_dependency_retransmits_total`
-//! and `smap_edge_connections_total` by protocol and port.
+//! direction, `smap_dependency_failures_total` and `smap_dependency_aborted_total` by
+//! cause, `smap_dependency_retransmits_total` and `smap_edge_connections_total` by
+//! protocol and port.
 //!
 //! `client` and `server` are topology ids (`namespace/name`, `external/ip:port`,
 //! `node/name`): unique across namespaces, and the ids `/map` and the change events use.
@@ -30,6 +31,7 @@ struct Dependency {
     requests: u64,
     failed: u64,
     failures: Failures,
+    aborted: Failures,
     retransmits: u64,
     bytes_sent: u64,
     bytes_received: u64,
@@ -48,6 +50,12 @@ pub struct DependencyTotals {
     pub requests: u64,
     /// Failed connection attempts.
     pub failed: u64,
+    /// The failed attempts by cause.
+    pub failures: Failures,
+    /// Established connections aborted, by cause.
+    pub aborted: Failures,
+    /// TCP segments retransmitted, counted at close.
+    pub retransmits: u64,
     /// Payload bytes client to server.
     pub bytes_sent: u64,
     /// Payload bytes server to client.
@@ -94,6 +102,7 @@ impl GraphMetrics {
             dependency.requests += edge.connections;
             dependency.failed += edge.failed;
             dependency.failures.add(&edge.failures);
+            dependency.aborted.add(&edge.aborted);
             dependency.retransmits += edge.retransmits;
             dependency.bytes_sent += edge.bytes_sent;
             dependency.bytes_received += edge.bytes_received;
@@ -123,6 +132,9 @@ impl GraphMetrics {
                 connection_type: d.connection_type,
                 requests: d.requests,
                 failed: d.failed,
+                failures: d.failures,
+                aborted: d.aborted,
+                retransmits: d.retransmits,
                 bytes_sent: d.bytes_sent,
                 bytes_received: d.bytes_received,
             })
@@ -169,6 +181,18 @@ impl Collector for GraphMetrics {
         )?;
         for ((client, server), dependency) in &series.dependencies {
             for (reason, count) in dependency.failures.by_reason().into_iter().filter(|(_, n)| *n > 0) {
+                let labels = [("client", client.as_str()), ("server", server.as_str()), ("reason", reason)];
+                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "smap_dependency_aborted",
+            "Established connections from client to server that ended without the FIN exchange, by cause",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((client, server), dependency) in &series.dependencies {
+            for (reason, count) in dependency.aborted.by_reason().into_iter().filter(|(_, n)| *n > 0) {
                 let labels = [("client", client.as_str()), ("server", server.as_str()), ("reason", reason)];
                 ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
             }

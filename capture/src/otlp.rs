@@ -22,6 +22,8 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::Resource;
 
+use smap_analyze::topology::Failures;
+
 use crate::graph_metrics::DependencyTotals;
 use crate::serve::LiveState;
 
@@ -121,19 +123,39 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
 }
 
-/// One per-dependency sum: its name, description and value.
-type Sum = (&'static str, &'static str, fn(&DependencyTotals) -> Vec<(u64, Option<&'static str>)>);
+/// An attribute a sum's data point carries besides `client` and `server`.
+type Attribute = Option<(&'static str, &'static str)>;
+/// One per-dependency sum: its name, description and data points.
+type Sum = (&'static str, &'static str, fn(&DependencyTotals) -> Vec<(u64, Attribute)>);
 
-const SUMS: [Sum; 3] = [
+/// Data points by cause, only for causes that occurred (as on `/metrics`).
+fn by_reason(counts: &Failures) -> Vec<(u64, Attribute)> {
+    counts.by_reason().into_iter().filter(|(_, n)| *n > 0).map(|(reason, n)| (n, Some(("reason", reason)))).collect()
+}
+
+const SUMS: [Sum; 6] = [
     ("traces_service_graph_request_total", "Connections (TCP) and flows (UDP) from client to server", |d| {
-        vec![(d.requests, None)]
+        vec![(d.requests, Some(("connection_type", d.connection_type)))]
     }),
     ("traces_service_graph_request_failed_total", "Failed connection attempts from client to server", |d| {
-        vec![(d.failed, None)]
+        vec![(d.failed, Some(("connection_type", d.connection_type)))]
     }),
     ("smap_dependency_bytes_total", "Payload bytes between client and server, by direction", |d| {
-        vec![(d.bytes_sent, Some("sent")), (d.bytes_received, Some("received"))]
+        vec![(d.bytes_sent, Some(("direction", "sent"))), (d.bytes_received, Some(("direction", "received")))]
     }),
+    ("smap_dependency_failures_total", "Failed connection attempts from client to server, by cause", |d| {
+        by_reason(&d.failures)
+    }),
+    (
+        "smap_dependency_aborted_total",
+        "Established connections from client to server that ended without the FIN exchange, by cause",
+        |d| by_reason(&d.aborted),
+    ),
+    (
+        "smap_dependency_retransmits_total",
+        "TCP segments retransmitted between client and server, counted when connections close",
+        |d| if d.retransmits > 0 { vec![(d.retransmits, None)] } else { Vec::new() },
+    ),
 ];
 
 impl OtlpPush {
@@ -165,37 +187,33 @@ impl OtlpPush {
             .build();
         let provider = SdkMeterProvider::builder().with_reader(reader).with_resource(resource).build();
         let meter = provider.meter("smap");
-        let instruments =
-            SUMS.iter()
-                .enumerate()
-                .map(|(index, &(name, description, values))| {
-                    let state = state.clone();
-                    meter
-                        .u64_observable_counter(name)
-                        .with_description(description)
-                        .with_callback(move |observer: &dyn AsyncInstrument<u64>| {
-                            if index == 0 {
-                                // The first instrument of an export asks for the map as of now.
-                                state.wait_fresh_blocking(FRESH_WAIT);
+        let instruments = SUMS
+            .iter()
+            .enumerate()
+            .map(|(index, &(name, description, values))| {
+                let state = state.clone();
+                meter
+                    .u64_observable_counter(name)
+                    .with_description(description)
+                    .with_callback(move |observer: &dyn AsyncInstrument<u64>| {
+                        if index == 0 {
+                            // The first instrument of an export asks for the map as of now.
+                            state.wait_fresh_blocking(FRESH_WAIT);
+                        }
+                        for dependency in state.graph().dependency_totals() {
+                            for (value, attribute) in values(&dependency) {
+                                let mut attributes = vec![
+                                    KeyValue::new("client", dependency.client.clone()),
+                                    KeyValue::new("server", dependency.server.clone()),
+                                ];
+                                attributes.extend(attribute.map(|(key, value)| KeyValue::new(key, value)));
+                                observer.observe(value, &attributes);
                             }
-                            for dependency in state.graph().dependency_totals() {
-                                for (value, direction) in values(&dependency) {
-                                    let mut attributes = vec![
-                                        KeyValue::new("client", dependency.client.clone()),
-                                        KeyValue::new("server", dependency.server.clone()),
-                                    ];
-                                    match direction {
-                                        Some(direction) => attributes.push(KeyValue::new("direction", direction)),
-                                        None => attributes
-                                            .push(KeyValue::new("connection_type", dependency.connection_type)),
-                                    }
-                                    observer.observe(value, &attributes);
-                                }
-                            }
-                        })
-                        .build()
-                })
-                .collect();
+                        }
+                    })
+                    .build()
+            })
+            .collect();
         Ok(OtlpPush { provider, _instruments: instruments })
     }
 

@@ -25,6 +25,9 @@
 #define TCP_LISTEN 10
 #define TCP_CLOSING 11
 
+/* include/uapi/asm-generic/errno.h */
+#define ECONNRESET 104
+
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6

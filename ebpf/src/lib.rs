@@ -211,7 +211,9 @@ pub struct Event {
     pub sport: u16,
     /// Remote port.
     pub dport: u16,
-    /// Failed connect: the socket error (`ECONNREFUSED`, `ETIMEDOUT`...), else 0.
+    /// Failed connect: the socket error (`ECONNREFUSED`, `ETIMEDOUT`...); close of a
+    /// connection aborted without the FIN exchange: `ECONNRESET` (a reset either way),
+    /// `ETIMEDOUT`...; else 0.
     pub error: u16,
     /// One of [`kind`].
     pub kind: u8,

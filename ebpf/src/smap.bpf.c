@@ -415,6 +415,14 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 	} else {
 		e->kind = SMAP_KIND_TCP_CLOSE;
 		close_bytes(sk, tp, oldstate, e);
+		/* An established connection that ended without the FIN exchange was aborted:
+		 * a reset received (tcp_reset stores ECONNRESET, or EPIPE in CLOSE_WAIT,
+		 * before the state changes), a retransmission timeout (ETIMEDOUT), or a reset
+		 * this end sent (SO_LINGER 0, unread data at close), which goes straight from
+		 * ESTABLISHED or CLOSE_WAIT to CLOSE without an error. */
+		e->error = sk->sk_err;
+		if (!e->error && (oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT))
+			e->error = ECONNRESET;
 	}
 	conn_delete(key);
 	submit(e);

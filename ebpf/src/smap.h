@@ -82,7 +82,8 @@ struct smap_event {
 	__u16 family;             /* AF_INET or AF_INET6 */
 	__u16 sport;              /* local port */
 	__u16 dport;              /* remote port */
-	__u16 error;              /* failed connect: sk_err (ECONNREFUSED...), else 0 */
+	__u16 error;              /* failed connect: sk_err (ECONNREFUSED...); close of an
+	                           * aborted connection: ECONNRESET, ETIMEDOUT...; else 0 */
 	__u8 kind;                /* SMAP_KIND_* */
 	__u8 side;                /* SMAP_SIDE_* */
 	__u8 flags;               /* SMAP_FLAG_* */

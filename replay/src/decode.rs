@@ -11,7 +11,9 @@ use arrow_array::types::{Int32Type, Int8Type, TimestampNanosecondType, UInt16Typ
 use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, DictionaryArray, PrimitiveArray, RecordBatch, StringArray};
 
 use crate::error::{ReplayError, Result};
-use crate::event::{ConnEvent, ConnFacts, ConnKind, DnsAnswer, ObjectAction, ObjectEvent, ObjectKind, Side};
+use crate::event::{
+    ConnEvent, ConnFacts, ConnKind, DnsAnswer, ObjectAction, ObjectEvent, ObjectKind, ProcessName, Side,
+};
 
 fn column<'a>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
     batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| ReplayError::Schema {
@@ -165,6 +167,7 @@ pub(crate) struct FactsDecoder {
     side: ParsedDict<Side>,
     src_ip: ParsedDict<IpAddr>,
     dst_ip: ParsedDict<IpAddr>,
+    comm: ParsedDict<ProcessName>,
 }
 
 impl FactsDecoder {
@@ -180,8 +183,9 @@ impl FactsDecoder {
         let bytes_received = primitive::<UInt64Type>(path, batch, "bytes_received")?.values();
         let retransmits = primitive::<UInt32Type>(path, batch, "retransmits")?.values();
         let error = primitive::<UInt16Type>(path, batch, "error")?.values();
+        let comm = self.comm.keys::<Int32Type>(path, batch, "comm", |s| Some(ProcessName::new(s)))?;
         // Every key was checked against its dictionary: indexing cannot fail.
-        let (kinds, sides) = (&self.kind.values, &self.side.values);
+        let (kinds, sides, comms) = (&self.kind.values, &self.side.values, &self.comm.values);
         let (src_ips, dst_ips) = (&self.src_ip.values, &self.dst_ip.values);
         let rows = batch.num_rows();
         let mut out = Vec::with_capacity(rows);
@@ -197,6 +201,7 @@ impl FactsDecoder {
             bytes_received: bytes_received[row],
             retransmits: retransmits[row],
             error: error[row],
+            comm: comms[comm[row] as usize],
         }));
         Ok(out)
     }

@@ -164,13 +164,44 @@ pub struct ConnEvent {
     pub bytes_received: u64,
     /// TCP retransmitted segments.
     pub retransmits: u32,
-    /// For failed connects, the errno (ECONNREFUSED, ETIMEDOUT...); else 0.
+    /// For failed connects, the errno (ECONNREFUSED, ETIMEDOUT...); for closes of
+    /// connections aborted without the FIN exchange, why (ECONNRESET...); else 0.
     pub error: u16,
+}
+
+/// A process name (Linux's `comm`: at most 15 bytes), held inline so [`ConnFacts`]
+/// stays small and `Copy`. Longer names are cut at a character boundary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessName([u8; 16]);
+
+impl ProcessName {
+    /// The name, cut to 16 bytes.
+    pub fn new(name: &str) -> Self {
+        let mut end = name.len().min(16);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..end].copy_from_slice(&name.as_bytes()[..end]);
+        ProcessName(bytes)
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
+        // Built from a &str cut at a character boundary: always UTF-8.
+        std::str::from_utf8(&self.0[..end]).unwrap_or_default()
+    }
+
+    /// Whether no name is known.
+    pub fn is_empty(&self) -> bool {
+        self.0[0] == 0
+    }
 }
 
 /// The fields of a connection event that attribution needs: what the engine folds.
 /// Small and `Copy`, so a replay that only builds a topology reads and moves nothing
-/// else (no process name, no node name, no socket ids).
+/// else (no node name, no socket ids).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnFacts {
     /// Event time.
@@ -193,8 +224,10 @@ pub struct ConnFacts {
     pub bytes_received: u64,
     /// TCP segments the reporting socket retransmitted (at close).
     pub retransmits: u32,
-    /// For failed connects, the errno; else 0.
+    /// For failed connects and aborted closes, the errno; else 0.
     pub error: u16,
+    /// The reporting process's name, empty if unknown.
+    pub comm: ProcessName,
 }
 
 /// A connection event, whole or reduced to its [`ConnFacts`]: what the engine and
@@ -218,6 +251,7 @@ impl ConnRecord for ConnEvent {
             bytes_received: self.bytes_received,
             retransmits: self.retransmits,
             error: self.error,
+            comm: ProcessName::new(&self.comm),
         }
     }
 }
@@ -241,7 +275,7 @@ pub enum ObjectKind {
     Node,
     /// core/v1 Namespace.
     Namespace,
-    /// networking.k8s.io/v1 Ingress (recorded for later analysis; the engine ignores it).
+    /// networking.k8s.io/v1 Ingress (its rules label an ingress controller's edges).
     Ingress,
     /// networking.k8s.io/v1 NetworkPolicy (recorded for later analysis; the engine ignores it).
     NetworkPolicy,

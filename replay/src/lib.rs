@@ -20,8 +20,8 @@ pub mod writer;
 
 pub use error::{ReplayError, Result};
 pub use event::{
-    ConnEvent, ConnFacts, ConnKind, ConnRecord, DnsAnswer, Event, ObjectAction, ObjectEvent, ObjectKind, Protocol,
-    Side, TimeNs,
+    ConnEvent, ConnFacts, ConnKind, ConnRecord, DnsAnswer, Event, ObjectAction, ObjectEvent, ObjectKind, ProcessName,
+    Protocol, Side, TimeNs,
 };
 pub use merge::MergedEvents;
 pub use meta::{Counters, RecordingMeta, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION};

@@ -180,7 +180,7 @@ fn segment_stream(name: &str) -> Option<Stream> {
 }
 
 /// The columns [`ConnFacts`] are decoded from.
-const FACT_COLUMNS: [&str; 11] = [
+const FACT_COLUMNS: [&str; 12] = [
     "time",
     "kind",
     "side",
@@ -192,6 +192,7 @@ const FACT_COLUMNS: [&str; 11] = [
     "bytes_received",
     "retransmits",
     "error",
+    "comm",
 ];
 
 fn open_segment(stream: Stream, path: &Path, columns: Option<&[&str]>) -> Result<ParquetRecordBatchReader> {

@@ -119,6 +119,7 @@ pub struct Cluster {
     pub(crate) pods: Vec<PodState>,
     pub(crate) services: Vec<ServiceState>,
     pub(crate) blackholes: Vec<Ipv4Addr>,
+    pub(crate) ingresses: Vec<crate::ingress::IngressState>,
     /// Namespaces made and not yet deleted, node first.
     netns: Vec<String>,
     next_pod: u32,
@@ -170,6 +171,7 @@ impl Cluster {
             pods: Vec::new(),
             services: Vec::new(),
             blackholes: Vec::new(),
+            ingresses: Vec::new(),
             netns: vec![node_netns],
             next_pod: 0,
             resource_version: 1,

@@ -1,4 +1,4 @@
-//! The cluster as `kubectl get nodes,pods,services,endpointslices -A -o json` would print
+//! The cluster as `kubectl get nodes,pods,services,endpointslices,ingresses -A -o json` would print
 //! it: a v1 List of full objects (apiVersion, kind, metadata on each), with the fields
 //! real API servers fill in, so smap reads it exactly as it reads a real cluster's.
 
@@ -23,6 +23,7 @@ impl Cluster {
         items.extend(self.pods.iter().filter(|p| !p.external).map(|p| self.pod_json(p)));
         items.extend(self.services.iter().map(service_json));
         items.extend(self.services.iter().map(|s| self.slice_json(s)));
+        items.extend(self.ingresses.iter().map(|i| self.ingress_json(i)));
         json!({
             "apiVersion": "v1",
             "kind": "List",

@@ -47,6 +47,7 @@
 pub mod browser;
 mod cluster;
 mod error;
+mod ingress;
 mod kube_proxy;
 mod kubectl;
 mod outside;
@@ -57,6 +58,7 @@ mod traffic;
 
 pub use cluster::{Cluster, ClusterOptions, DEFAULT_NODE_IP, DEFAULT_NODE_NAME, NETNS_PREFIX, POD_CIDR, SERVICE_CIDR};
 pub use error::{HarnessError, Result};
+pub use ingress::{IngressRule, IngressSpec};
 pub use outside::{require_dnsmasq, DnsRecords, DnsServer, DNSMASQ};
 pub use peer::{CallErrorKind, CallReport, Exchange};
 pub use spec::{

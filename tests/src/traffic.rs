@@ -68,6 +68,9 @@ pub struct CallOptions {
     /// UDP: send with `sendto` and read with `recvfrom` on an unbound, unconnected
     /// socket (as most DNS resolvers and statsd clients do), instead of connecting.
     pub unconnected: bool,
+    /// TCP: abort once sent (SO_LINGER 0: the close sends a reset instead of a FIN),
+    /// without reading a reply (call with `recv` 0).
+    pub reset: bool,
 }
 
 impl Default for CallOptions {
@@ -77,6 +80,7 @@ impl Default for CallOptions {
             timeout: Duration::from_secs(10),
             source_port: None,
             unconnected: false,
+            reset: false,
         }
     }
 }
@@ -94,6 +98,9 @@ impl CallOptions {
         }
         if self.unconnected {
             args.push("--unconnected".to_owned());
+        }
+        if self.reset {
+            args.push("--reset".to_owned());
         }
         args
     }
@@ -138,7 +145,7 @@ impl Cluster {
         }
     }
 
-    fn peer_command(&self, pod: &PodRef) -> Result<Command> {
+    pub(crate) fn peer_command(&self, pod: &PodRef) -> Result<Command> {
         self.command_in(pod, self.peer_path()?)
     }
 
@@ -251,7 +258,7 @@ impl Cluster {
 }
 
 /// Runs a client to completion and parses its report.
-fn run_call(mut cmd: Command) -> Result<CallReport> {
+pub(crate) fn run_call(mut cmd: Command) -> Result<CallReport> {
     let command = sys::describe(&cmd);
     let output =
         cmd.stdin(Stdio::null()).output().map_err(|source| HarnessError::Spawn { command: command.clone(), source })?;
@@ -282,7 +289,7 @@ pub struct Server {
 }
 
 impl Server {
-    fn start(mut cmd: Command) -> Result<Server> {
+    pub(crate) fn start(mut cmd: Command) -> Result<Server> {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let command = sys::describe(&cmd);
         let mut child = cmd.spawn().map_err(|source| HarnessError::Spawn { command: command.clone(), source })?;

@@ -50,6 +50,7 @@ $cli:long_lived::a_connected_udp_socket_older_than_the_capture_is_a_flow_from_it
 $cli:long_lived::one_client_port_carrying_two_connections_at_once_maps_each_with_its_bytes
 $cli:clock_step::
 $cli:dns::
+$cli:aborts::
 LIST
 # Older than the minimum: the one-line refusal.
 too_old="$out/too-old.txt"

@@ -9,11 +9,15 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
 use smap_replay::{ObjectAction, ObjectEvent, ObjectKind, TimeNs};
 
+mod ingress;
 mod objects;
 
+use self::ingress::IngressRoutes;
 use self::objects::{pod_info, service_info, slice_info};
+use crate::topology::IngressRoute;
 
 /// `namespace/name` of a namespaced object.
 pub type Key = Arc<str>;
@@ -151,6 +155,7 @@ pub(crate) struct ClusterFootprint {
     pub(crate) services: usize,
     pub(crate) retired: usize,
     pub(crate) slices: usize,
+    pub(crate) ingresses: usize,
 }
 
 /// The cluster as of the current event time.
@@ -176,6 +181,7 @@ pub struct ClusterState {
     /// Services as they were when deleted, and when, so traffic to them keeps its
     /// labels (until `map_retention` forgets them).
     retired: HashMap<Key, (ServiceInfo, TimeNs)>,
+    ingresses: IngressRoutes,
     unparsed: u64,
 }
 
@@ -236,8 +242,13 @@ impl ClusterState {
                 }
                 Changed::Everything
             }),
+            // Labels of edges, not resolution.
+            ObjectKind::Ingress => serde_json::from_str::<Ingress>(&event.object).map(|ingress| {
+                self.ingresses.apply(&key, (!deleted).then_some(&ingress));
+                Changed::Nothing
+            }),
             // Recorded for analyses that do not exist yet; resolution needs none of them.
-            ObjectKind::Namespace | ObjectKind::Ingress | ObjectKind::NetworkPolicy => Ok(Changed::Nothing),
+            ObjectKind::Namespace | ObjectKind::NetworkPolicy => Ok(Changed::Nothing),
         };
         parsed.unwrap_or_else(|_| {
             self.unparsed += 1;
@@ -296,6 +307,11 @@ impl ClusterState {
     /// A Service by key, also one deleted earlier.
     pub fn service(&self, key: &str) -> Option<&ServiceInfo> {
         self.services.get(key).or_else(|| self.retired.get(key).map(|(service, _)| service))
+    }
+
+    /// The Ingress rules that route to this port of this Service, sorted.
+    pub fn ingress_routes(&self, service: &ServiceInfo, port: u16) -> Vec<IngressRoute> {
+        self.ingresses.to(service, port)
     }
 
     /// Whether the Service exists now.
@@ -409,6 +425,7 @@ impl ClusterState {
             services: self.services.len(),
             retired: self.retired.len(),
             slices: self.slices.len(),
+            ingresses: self.ingresses.len(),
         }
     }
 

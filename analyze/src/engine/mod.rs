@@ -7,7 +7,9 @@ use std::net::IpAddr;
 
 use hashbrown::HashMap;
 use slab::Slab;
-use smap_replay::{ConnFacts, ConnKind, ConnRecord, DnsAnswer, Event, ObjectEvent, Protocol, Side, TimeNs};
+use smap_replay::{
+    ConnFacts, ConnKind, ConnRecord, DnsAnswer, Event, ObjectEvent, ProcessName, Protocol, Side, TimeNs,
+};
 
 use crate::cluster::{Changed, ClusterState};
 use crate::config::Config;
@@ -51,6 +53,11 @@ pub struct EdgeStats {
     pub failed: u64,
     /// The failed attempts by cause.
     pub failures: Failures,
+    /// Established connections aborted (reset, timed out), by cause.
+    pub aborted: Failures,
+    /// Process names seen on each end (client, server), in the order first seen, at
+    /// most [`PROCESSES_PER_END`] each.
+    pub processes: [Vec<ProcessName>; 2],
     /// TCP segments retransmitted, as reported at close.
     pub retransmits: u64,
     /// Payload bytes caller to callee.
@@ -106,6 +113,10 @@ pub struct Engine {
     /// What the last sweep let go, until a consumer takes it.
     forgotten: Option<Forgotten>,
 }
+
+/// Process names kept per end of an edge: a pod runs few binaries; past it, more are
+/// not listed.
+pub const PROCESSES_PER_END: usize = 8;
 
 /// Resolution caches are dropped past this size so odd traffic cannot grow them.
 const CACHE_LIMIT: usize = 65_536;
@@ -241,6 +252,17 @@ impl Engine {
             self.stats.loopback_events += 1;
             return Applied::default();
         }
+        let applied = self.apply_kind(e);
+        if let (Some(edge), false) = (applied.touched_edge, e.comm.is_empty()) {
+            let names = &mut self.edges[edge as usize].processes[usize::from(e.side == Side::Server)];
+            if names.len() < PROCESSES_PER_END && !names.contains(&e.comm) {
+                names.push(e.comm);
+            }
+        }
+        applied
+    }
+
+    fn apply_kind(&mut self, e: &ConnFacts) -> Applied {
         match e.kind {
             ConnKind::TcpConnectFailed => {
                 let (edge, new) = self.edge_for(e);
@@ -284,7 +306,15 @@ impl Engine {
         self.edges[edge as usize].connections += 1;
         self.insert_conn(
             key,
-            ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: 0, counted: [0; 2] },
+            ConnState {
+                last: e.time_ns,
+                edge,
+                owner: e.side,
+                opened: side,
+                closed: 0,
+                counted: [0; 2],
+                aborted: false,
+            },
         );
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
@@ -325,8 +355,15 @@ impl Engine {
         self.stats.open_before_capture += 1;
         let (edge, new) = self.edge_for(e);
         self.edges[edge as usize].connections += 1;
-        let state =
-            ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: 0, counted: directed_bytes(e) };
+        let state = ConnState {
+            last: e.time_ns,
+            edge,
+            owner: e.side,
+            opened: side,
+            closed: 0,
+            counted: directed_bytes(e),
+            aborted: false,
+        };
         self.insert_conn(key, state);
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
@@ -353,8 +390,15 @@ impl Engine {
                 // evicted): count it now, with the bytes of its whole life.
                 let (edge, new) = self.edge_for(e);
                 self.edges[edge as usize].connections += 1;
-                let state =
-                    ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: side, counted: [0; 2] };
+                let state = ConnState {
+                    last: e.time_ns,
+                    edge,
+                    owner: e.side,
+                    opened: side,
+                    closed: side,
+                    counted: [0; 2],
+                    aborted: false,
+                };
                 (state, new.then_some(edge))
             }
         };
@@ -362,6 +406,10 @@ impl Engine {
         self.add_directed_bytes(state.edge, added);
         let edge = state.edge;
         self.edges[edge as usize].retransmits += u64::from(e.retransmits);
+        if e.error != 0 && !state.aborted {
+            state.aborted = true;
+            self.edges[edge as usize].aborted.count_abort(e.error);
+        }
         self.touch(edge, e.time_ns);
         if state.opened == 3 && state.closed == 3 {
             self.conns.remove(&key);
@@ -405,7 +453,15 @@ impl Engine {
         self.add_bytes(edge, e);
         self.insert_conn(
             key,
-            ConnState { last: e.time_ns, edge, owner: e.side, opened: side, closed: 0, counted: [0; 2] },
+            ConnState {
+                last: e.time_ns,
+                edge,
+                owner: e.side,
+                opened: side,
+                closed: 0,
+                counted: [0; 2],
+                aborted: false,
+            },
         );
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
@@ -531,6 +587,8 @@ impl Engine {
             connections: 0,
             failed: 0,
             failures: Failures::default(),
+            aborted: Failures::default(),
+            processes: [Vec::new(), Vec::new()],
             retransmits: 0,
             bytes_sent: 0,
             bytes_received: 0,

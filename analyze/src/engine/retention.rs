@@ -47,6 +47,8 @@ pub struct Footprint {
     pub retired_services: usize,
     /// Current EndpointSlices.
     pub slices: usize,
+    /// Current Ingresses with a route to a Service.
+    pub ingresses: usize,
     /// Objects whose last version is remembered (to skip copies).
     pub object_versions: usize,
     /// Addresses in the resolution caches.
@@ -65,6 +67,7 @@ impl Engine {
             services: cluster.services,
             retired_services: cluster.retired,
             slices: cluster.slices,
+            ingresses: cluster.ingresses,
             object_versions: self.object_versions.len(),
             cached_addresses: self.source_cache.len() + self.destination_cache.len(),
         }

@@ -690,6 +690,7 @@ impl Emitter {
             connections: stats.connections,
             failed: stats.failed,
             failures: stats.failures,
+            aborted: stats.aborted,
             bytes_sent: stats.bytes_sent,
             bytes_received: stats.bytes_received,
         };

@@ -281,6 +281,9 @@ pub struct Traffic {
     /// The failed attempts by cause (absent when none failed).
     #[serde(default, skip_serializing_if = "Failures::is_empty")]
     pub failures: Failures,
+    /// Established connections aborted, by cause (absent when none were).
+    #[serde(default, skip_serializing_if = "Failures::is_empty")]
+    pub aborted: Failures,
     /// Payload bytes caller to callee.
     pub bytes_sent: u64,
     /// Payload bytes callee to caller.
@@ -294,6 +297,7 @@ impl Traffic {
             connections: self.connections.saturating_sub(earlier.connections),
             failed: self.failed.saturating_sub(earlier.failed),
             failures: self.failures.since(&earlier.failures),
+            aborted: self.aborted.since(&earlier.aborted),
             bytes_sent: self.bytes_sent.saturating_sub(earlier.bytes_sent),
             bytes_received: self.bytes_received.saturating_sub(earlier.bytes_received),
         }
@@ -304,6 +308,7 @@ impl Traffic {
         self.connections += other.connections;
         self.failed += other.failed;
         self.failures.add(&other.failures);
+        self.aborted.add(&other.aborted);
         self.bytes_sent += other.bytes_sent;
         self.bytes_received += other.bytes_received;
     }

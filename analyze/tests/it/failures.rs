@@ -95,3 +95,48 @@ fn the_live_events_carry_the_causes() {
     }
     assert_eq!(summed, all, "{stats:?}");
 }
+
+/// web -> api: a connection both ends of which report their close, with these errnos.
+fn closed_by_both(port: u16, client_errno: u16, server_errno: u16, t: i64) -> Vec<Event> {
+    let mut client = conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", port, "10.96.0.20", 80, t);
+    let mut events = vec![Event::Conn(client.clone())];
+    client.kind = ConnKind::TcpClose;
+    client.time_ns += 2 * MS;
+    client.error = client_errno;
+    let mut server = conn(ConnKind::TcpClose, Side::Server, "10.244.1.10", port, "10.244.2.20", 8080, t + 3 * MS);
+    server.error = server_errno;
+    events.extend([Event::Conn(client), Event::Conn(server)]);
+    events
+}
+
+#[test]
+fn an_aborted_connection_counts_once_by_cause_though_both_ends_report_it() {
+    let mut events = shop();
+    // Reset (sent by one end, received by the other), a reset received after the
+    // peer's FIN (EPIPE), a retransmission timeout seen by one end, and a clean close.
+    events.extend(closed_by_both(40000, 104, 104, T0 + MS));
+    events.extend(closed_by_both(40001, 0, 32, T0 + 10 * MS));
+    events.extend(closed_by_both(40002, 110, 0, T0 + 20 * MS));
+    events.extend(closed_by_both(40003, 0, 0, T0 + 30 * MS));
+    let t = run(Config::default(), events);
+    assert_eq!(t.edges.len(), 1);
+    assert_eq!(t.edges[0].connections, 4);
+    assert_eq!(t.edges[0].aborted, Failures { reset: 2, timed_out: 1, ..Failures::default() });
+    assert_eq!(t.edges[0].failed, 0, "aborts are no failed connects");
+    let json: serde_json::Value = serde_json::from_str(&t.to_json()).unwrap();
+    assert_eq!(json["edges"][0]["aborted"], serde_json::json!({"reset": 2, "timed_out": 1}));
+}
+
+#[test]
+fn the_live_connection_stats_carry_the_aborts() {
+    let mut events = shop();
+    events.extend(closed_by_both(40000, 104, 104, T0 + MS));
+    let mut run = crate::events::Run::new(crate::events::config());
+    let mut changes = run.feed(events);
+    changes.extend(run.finish());
+    let last = changes.iter().rev().find_map(|c| match &c.data {
+        ChangeData::ConnectionStats(s) => Some(s.clone()),
+        _ => None,
+    });
+    assert_eq!(last.expect("a connection_stats event").total.aborted, Failures { reset: 1, ..Failures::default() });
+}

@@ -41,7 +41,7 @@ impl MetricsService for Received {
     }
 }
 
-/// (metric, client, server, connection_type or direction) -> value, from the latest
+/// (metric, client, server, connection_type, direction or reason) -> value, from the latest
 /// request holding `traces_service_graph_request_total`.
 type Points = BTreeMap<(String, String, String, String), u64>;
 
@@ -80,7 +80,10 @@ impl Received {
                                 other => panic!("{other:?}"),
                             })
                     };
-                    let kind = label("connection_type").or_else(|| label("direction")).unwrap_or_default();
+                    let kind = label("connection_type")
+                        .or_else(|| label("direction"))
+                        .or_else(|| label("reason"))
+                        .unwrap_or_default();
                     let Some(Number::AsInt(value)) = point.value else { panic!("{point:?}") };
                     let key = (metric.name.clone(), label("client").unwrap(), label("server").unwrap(), kind);
                     points.insert(key, u64::try_from(value).unwrap());
@@ -110,8 +113,22 @@ fn live_state() -> (Arc<LiveState>, Points) {
         want.insert(("traces_service_graph_request_total".into(), c.clone(), s.clone(), t.clone()), d.requests);
         want.insert(("traces_service_graph_request_failed_total".into(), c.clone(), s.clone(), t), d.failed);
         want.insert(("smap_dependency_bytes_total".into(), c.clone(), s.clone(), "sent".into()), d.bytes_sent);
-        want.insert(("smap_dependency_bytes_total".into(), c, s, "received".into()), d.bytes_received);
+        want.insert(("smap_dependency_bytes_total".into(), c.clone(), s.clone(), "received".into()), d.bytes_received);
+        for (metric, counts) in
+            [("smap_dependency_failures_total", d.failures), ("smap_dependency_aborted_total", d.aborted)]
+        {
+            for (reason, n) in counts.by_reason().into_iter().filter(|(_, n)| *n > 0) {
+                want.insert((metric.into(), c.clone(), s.clone(), reason.into()), n);
+            }
+        }
+        if d.retransmits > 0 {
+            want.insert(("smap_dependency_retransmits_total".into(), c, s, String::new()), d.retransmits);
+        }
     }
+    assert!(
+        want.keys().any(|(metric, ..)| metric == "smap_dependency_failures_total"),
+        "the fixture has failed connects by cause: {want:?}"
+    );
     assert!(want.len() >= 12, "the fixture has dependencies: {want:?}");
     (state, want)
 }

@@ -1,6 +1,7 @@
 //! CLI tests: the `smap` binary as users run it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod aborts;
 mod analyze;
 mod build;
 mod clock_step;
@@ -10,10 +11,12 @@ mod e2e;
 mod entry;
 mod exports;
 mod grafana;
+mod ingress;
 mod kernels;
 mod logs;
 mod long_lived;
 mod map_page;
+mod processes;
 mod prometheus;
 mod stall;
 mod udp;

@@ -6,15 +6,20 @@
 //! smap-e2e-peer serve-tcp PORT [--reply N]
 //! smap-e2e-peer serve-udp PORT [--dual-stack]
 //! smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
-//! smap-e2e-peer tcp-call NAME:PORT SEND RECV [--pick N] [...]
+//! smap-e2e-peer tcp-call NAME:PORT SEND RECV [--pick N] [--reset] [...]
 //! smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS] [--unconnected]
 //! smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS]
 //! smap-e2e-peer udp-hold ADDR:PORT [--timeout-ms MS]
 //! ```
 //!
+//! The HTTP modes (an ingress controller and its client) are in `http.rs`.
+//!
 //! `tcp-call NAME:PORT` resolves the name with the C library's resolver (getaddrinfo,
 //! so /etc/resolv.conf and its nameserver) and dials the IPv4 address at index N of
 //! the sorted answers (modulo their count; 0 by default).
+//!
+//! `tcp-call --reset` aborts after sending (SO_LINGER 0: a reset, not a FIN) without
+//! reading a reply; give RECV 0.
 //!
 //! `tcp-hold` keeps its connection open until stdin closes, sending as many bytes as
 //! each line of stdin says; `udp-hold` likewise keeps a connected UDP socket, sending
@@ -30,11 +35,15 @@ use smap_e2e::peer::{
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
+mod http;
+
 const USAGE: &str = "usage:
   smap-e2e-peer serve-tcp PORT [--reply N]
+  smap-e2e-peer serve-ingress PORT HOST=ADDR:PORT... [--reply N]
+  smap-e2e-peer http-get ADDR:PORT HOST [--timeout-ms MS]
   smap-e2e-peer serve-udp PORT [--dual-stack]
   smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
-  smap-e2e-peer tcp-call NAME:PORT SEND RECV [--pick N] [...]
+  smap-e2e-peer tcp-call NAME:PORT SEND RECV [--pick N] [--reset] [...]
   smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS]
   smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
   smap-e2e-peer udp-hold ADDR:PORT [--timeout-ms MS]";
@@ -67,6 +76,7 @@ struct Args {
     unconnected: bool,
     dual_stack: bool,
     pick: usize,
+    reset: bool,
 }
 
 impl Args {
@@ -83,6 +93,7 @@ impl Args {
             unconnected: false,
             dual_stack: false,
             pick: 0,
+            reset: false,
         };
         while let Some(arg) = iter.next() {
             let mut value = |name: &str| -> Result<u64, String> {
@@ -99,6 +110,7 @@ impl Args {
                 }
                 "--pick" => parsed.pick = usize::try_from(value(arg)?).map_err(|e| format!("--pick: {e}"))?,
                 "--unconnected" => parsed.unconnected = true,
+                "--reset" => parsed.reset = true,
                 "--dual-stack" => parsed.dual_stack = true,
                 flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
                 _ => parsed.positional.push(arg.clone()),
@@ -133,6 +145,14 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                 return Err(format!("a datagram carries at most {MAX_UDP_PAYLOAD} bytes"));
             }
             Ok(finish(udp_call(target, send, recv, args)))
+        }
+        "serve-ingress" => {
+            let port = args.arg(0, "PORT")?;
+            Ok(http::serve_ingress(port, http::parse_routes(&args.positional[1..])?, args.reply))
+        }
+        "http-get" => {
+            let host: String = args.arg(1, "HOST")?;
+            Ok(finish(http::http_get(args.arg(0, "ADDR:PORT")?, &host, args.timeout)))
         }
         "tcp-hold" => Ok(finish(tcp_hold(args.arg(0, "ADDR:PORT")?, args))),
         "udp-hold" => Ok(finish(udp_hold(args.arg(0, "ADDR:PORT")?, args))),
@@ -343,6 +363,11 @@ fn tcp_call(target: SocketAddr, send: u64, recv: u64, args: &Args) -> CallReport
         stream.write_all(&header)?;
         report.sent += header.len() as u64;
         write_zeros(&mut stream, send - header.len() as u64, &mut report.sent)?;
+        if args.reset {
+            // Closed with SO_LINGER 0: the kernel sends a reset instead of a FIN.
+            socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+            return Ok(());
+        }
         stream.shutdown(Shutdown::Write)?;
         read_to_end(&mut stream, &mut report.received)
     })();
