@@ -128,3 +128,24 @@ fn names_are_kept_out_with_the_other_externals_by_default() {
     assert!(t.edges.is_empty());
     assert_eq!(t.stats.filtered_edges, 1);
 }
+
+#[test]
+fn the_live_change_events_name_the_dependency_as_the_map_does() {
+    let mut events = shop();
+    events.push(answer(T0 + MS, "10.244.1.10", "api.payments.example", "", "203.0.113.10", 60));
+    events.push(connect("10.244.1.10", 40000, "203.0.113.10", T0 + 2 * MS));
+    let config = Config { include_external_services: true, ..crate::events::config() };
+    let mut run = crate::events::Run::new(config);
+    let mut changes = run.feed(events);
+    changes.extend(run.finish());
+    let detected: Vec<String> = changes
+        .iter()
+        .filter_map(|c| match &c.data {
+            smap_analyze::events::ChangeData::DependencyDetected(d) => {
+                Some(format!("{} -> {}", d.source, d.destination))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(detected, ["shop/web -> external/api.payments.example:443"]);
+}
