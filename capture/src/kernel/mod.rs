@@ -39,6 +39,7 @@
 
 mod convert;
 mod dns;
+mod drain;
 mod error;
 mod hooks;
 mod open_conns;
@@ -55,7 +56,7 @@ use std::time::Duration;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::{Btf, Ebpf, EbpfLoader};
 use aya_obj::generated::{bpf_cmd, bpf_prog_info};
-use smap_ebpf::{counter, globals, kind, maps, programs, ConnState, DnsReply, Event, UdpFlowKey};
+use smap_ebpf::{counter, globals, kind, maps, programs, ConnState, Event, UdpFlowKey};
 use smap_replay::{ConnEvent, DnsAnswer};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -65,6 +66,7 @@ pub use error::{KernelError, MINIMUM_KERNEL};
 
 use convert::Converter;
 use dns::DnsStats;
+use drain::{convert_all, drain_ring, Sink};
 
 use crate::clock::Clock;
 pub use hooks::UdpPath;
@@ -533,51 +535,6 @@ impl KernelCapture {
         let conn_evicted = open_conns::evictions_at_least(get(counter::CONN_INSERTS), deletes_after, live.len());
         self.stats.conn_evictions = self.stats.conn_evictions.max(conn_evicted);
         Ok(())
-    }
-}
-
-/// Where the records of one drain go.
-struct Sink<'a> {
-    converter: &'a mut Converter,
-    stats: &'a mut Stats,
-    out: &'a mut Vec<ConnEvent>,
-    dns: &'a mut Vec<DnsAnswer>,
-}
-
-fn drain_ring(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
-    while let Some(item) = ring.next() {
-        match item.len() {
-            smap_ebpf::WAKEUP_MARKER_LEN => sink.stats.wakeups += 1,
-            DnsReply::SIZE => {
-                if let Some(reply) = DnsReply::from_bytes(&item) {
-                    let (node, clock) = (sink.converter.node(), sink.converter.clock());
-                    dns::convert(&reply, node, clock, &mut sink.stats.dns, sink.dns);
-                }
-            }
-            _ => {
-                sink.stats.events_received += 1;
-                match Event::from_bytes(&item) {
-                    Some(e) => convert_one(&e, sink.converter, sink.stats, sink.out),
-                    None => sink.stats.events_malformed += 1,
-                }
-            }
-        }
-    }
-}
-
-/// Records that did not come through the ring buffer (the enumeration, the end).
-fn convert_all(records: &[Event], converter: &mut Converter, stats: &mut Stats, out: &mut Vec<ConnEvent>) {
-    for e in records {
-        stats.events_received += 1;
-        convert_one(e, converter, stats, out);
-    }
-}
-
-fn convert_one(e: &Event, converter: &mut Converter, stats: &mut Stats, out: &mut Vec<ConnEvent>) {
-    match converter.convert(e) {
-        Some(ev) => out.push(ev),
-        None if e.kind == kind::TCP_LISTEN => {}
-        None => stats.events_malformed += 1,
     }
 }
 
