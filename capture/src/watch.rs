@@ -216,6 +216,7 @@ fn kernel_json(k: &KernelCounters) -> serde_json::Value {
         "tcp_progress": k.tcp_progress,
         "sides_by_port_order": k.sides_by_port_order,
         "dns_replies": k.dns_replies,
+        "dns_skipped": k.dns_skipped,
         "dns_answers": k.dns_answers,
         "dns_truncated": k.dns_truncated,
         "dns_malformed": k.dns_malformed,

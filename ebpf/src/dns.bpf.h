@@ -1,6 +1,7 @@
 /* dns.bpf.h: the DNS answer program of smap.bpf.c (included there: one object, one
  * ring buffer). It copies the payload of each UDP datagram from port 53 that reaches a
- * socket into the ring, bounded per packet; user space parses the answers.
+ * socket and holds an answer into the ring, bounded per packet; user space parses the
+ * answers. Replies without one (NXDOMAIN, NODATA) are only counted.
  *
  * A cgroup_skb/ingress program on the cgroup2 root runs for every packet delivered to
  * a socket of any process below it, in every network namespace, after NAT has been
@@ -36,6 +37,7 @@ int on_dns_reply(struct __sk_buff *skb)
 	__u32 udp_off, payload_off, wire, len;
 	__u16 family, dport = 0, udp_len = 0;
 	struct smap_dns *d;
+	__u8 hdr[8] = {};
 	__u8 proto = 0;
 
 	if (skb->protocol == ETH_P_IP_BE) {
@@ -73,6 +75,17 @@ int on_dns_reply(struct __sk_buff *skb)
 		len = SMAP_DNS_PAYLOAD_LEN;
 	if (len < SMAP_DNS_HEADER_LEN)
 		return 1;
+
+	/* Only responses (QR) without error (RCODE 0) that hold an answer: NXDOMAIN and
+	 * NODATA replies (the search-path misses of ndots:5, the AAAA of an IPv4-only
+	 * name) name nothing, and each copy takes the ring space of eight connection
+	 * events. */
+	if (bpf_skb_load_bytes(skb, payload_off, hdr, sizeof(hdr)) < 0)
+		return 1;
+	if (!(hdr[2] & 0x80) || (hdr[3] & 0x0f) || (hdr[6] | hdr[7]) == 0) {
+		count(SMAP_CTR_DNS_SKIPPED);
+		return 1;
+	}
 
 	d = bpf_ringbuf_reserve(&events, sizeof(*d), 0);
 	if (!d) {

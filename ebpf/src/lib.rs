@@ -159,8 +159,10 @@ pub mod counter {
     pub const TCP_PROGRESS: u32 = 9;
     /// DNS replies copied to the ring buffer.
     pub const DNS_REPLIES: u32 = 10;
+    /// DNS replies without an answer (an error, NODATA), not copied.
+    pub const DNS_SKIPPED: u32 = 11;
     /// Number of counters.
-    pub const LEN: u32 = 11;
+    pub const LEN: u32 = 12;
 }
 
 /// Length of the records `wake_reader` writes only to wake the reader; skip them.
@@ -256,7 +258,8 @@ impl Event {
 /// DNS payload bytes a [`DnsReply`] holds at most; longer replies are cut.
 pub const DNS_PAYLOAD_LEN: usize = 1024;
 
-/// A UDP datagram from port 53 delivered to a socket: `struct smap_dns` of `src/smap.h`.
+/// A DNS reply with an answer (a UDP datagram from port 53) delivered to a socket:
+/// `struct smap_dns` of `src/smap.h`.
 /// Addresses and ports are the packet's, encoded as in [`Event`]: `saddr`/`sport` the
 /// server, `daddr`/`dport` the client.
 #[repr(C)]

@@ -56,7 +56,8 @@
 #define SMAP_CTR_TCP_EXISTING 8      /* open connections found on their first bytes */
 #define SMAP_CTR_TCP_PROGRESS 9      /* progress reports written */
 #define SMAP_CTR_DNS_REPLIES 10      /* DNS replies copied to the ring */
-#define SMAP_CTR_LEN 11
+#define SMAP_CTR_DNS_SKIPPED 11      /* DNS replies without an answer, not copied */
+#define SMAP_CTR_LEN 12
 
 /* One connection event, written to the `events` ring buffer; also the value type of
  * the `udp_flows` map (kind SMAP_KIND_UDP_FLOW), which user space reads periodically.
@@ -117,7 +118,7 @@ _Static_assert(sizeof(struct smap_udp_key) == 32, "smap_udp_key layout changed: 
 /* The fields before the payload. */
 #define SMAP_DNS_FIXED_LEN 64
 
-/* A UDP datagram from port 53 delivered to a socket, written to the `events` ring
+/* A DNS reply with an answer (a UDP datagram from port 53) delivered to a socket, written to the `events` ring
  * buffer; its size (1088) tells it from smap_event (136) and the wakeup marker (8).
  * Addresses and ports as in smap_event, from the packet: saddr/sport the server,
  * daddr/dport the client. */

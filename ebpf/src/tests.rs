@@ -284,6 +284,7 @@ fn constants_match_the_c_header() {
         ("tcp_existing", counter::TCP_EXISTING),
         ("tcp_progress", counter::TCP_PROGRESS),
         ("dns_replies", counter::DNS_REPLIES),
+        ("dns_skipped", counter::DNS_SKIPPED),
         ("len", counter::LEN),
     ];
     let owned =

@@ -192,6 +192,8 @@ pub struct KernelCounters {
     pub sides_by_port_order: u64,
     /// DNS replies the kernel copied.
     pub dns_replies: u64,
+    /// DNS replies without an answer (NXDOMAIN, NODATA...), left in the kernel.
+    pub dns_skipped: u64,
     /// Addresses those replies gave (DNS answers reported).
     pub dns_answers: u64,
     /// Replies longer than the kernel copies: the answers past the cut are lost.
@@ -471,6 +473,7 @@ impl KernelCapture {
             tcp_open_at_end: self.stats.tcp_open_at_end,
             sides_by_port_order: self.converter.sides_by_port_order,
             dns_replies: self.stats.dns.replies,
+            dns_skipped: get(counter::DNS_SKIPPED),
             dns_answers: self.stats.dns.answers,
             dns_truncated: self.stats.dns.truncated,
             dns_malformed: self.stats.dns.malformed,

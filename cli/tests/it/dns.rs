@@ -153,3 +153,62 @@ fn outside_services_carry_the_name_each_caller_resolved() {
     cdn_addresses.dedup();
     assert_eq!(cdn_addresses, [IpAddr::V4(test_net(20)), IpAddr::V4(test_net(21))]);
 }
+
+#[test]
+fn smap_watch_names_them_live_and_its_replay_says_the_same() {
+    use crate::e2e::{assert_replay_is_the_live_stream, Watch};
+    use crate::watch::get;
+
+    if !require_root("smap_watch_names_them_live_and_its_replay_says_the_same")
+        || !require_dnsmasq("smap_watch_names_them_live_and_its_replay_says_the_same")
+    {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new("dnswatch").unwrap();
+    let _dns = cluster_dns(&mut cluster, &DnsRecords::new(300).a("api.payments.example", &[test_net(10)]));
+    let orders = pod(&mut cluster, "orders1", 10, "orders", "registry.example/shop/orders:1.0", &[]);
+    cluster.use_nameserver(&orders, DNS_SERVICE).unwrap();
+    let host = cluster.add_external("payments-api", &[test_net(10)]).unwrap();
+    let mut server = cluster.serve_tcp(&host, 443).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = kubectl_file(dir.path(), &cluster);
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "include_external_services: true\nchange_debounce: 100ms\nmin_emit_interval: 100ms\n")
+        .unwrap();
+    let watch = Watch::start(dir.path(), &kubectl, &config, cluster.node_name());
+    let (rec, events, listen) = (watch.rec.clone(), watch.events.clone(), watch.listen);
+    for _ in 0..2 {
+        call(&cluster, &orders, "api.payments.example", 0);
+    }
+    server.wait_exchanges(2, Duration::from_secs(5)).unwrap();
+    let started = std::time::Instant::now();
+    let named = loop {
+        let (_, _, map) = get(listen, "/map");
+        let map: serde_json::Value = serde_json::from_str(&map).unwrap();
+        let found = edges(&map).into_iter().find(|e| e.contains("external/api.payments.example:443"));
+        if let Some(edge) = found {
+            if edge.contains("connections=2") {
+                break edge;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no named edge in /map: {map}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(named.starts_with("shop/orders -> external/api.payments.example:443 tcp/443"), "{named}");
+    let (_, _, stats) = get(listen, "/stats");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let kernel = &stats["kernel"];
+    assert!(kernel["dns_answers"].as_u64().unwrap() >= 2, "{kernel}");
+    // Each lookup's AAAA reply (an IPv4-only name: NODATA) stays in the kernel.
+    assert!(kernel["dns_skipped"].as_u64().unwrap() >= 2, "{kernel}");
+    watch.stop();
+
+    let text = std::fs::read_to_string(&events).unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("\"dependency_detected\"") && l.contains("external/api.payments.example:443")),
+        "{text}"
+    );
+    assert_replay_is_the_live_stream(&rec, &config, &events);
+}
