@@ -57,6 +57,11 @@ impl DnsNames {
         self.names.insert(key, Resolved { name: Arc::clone(&answer.query), until });
     }
 
+    /// Whether `client`'s latest answer for `address` was `name`, expired or not.
+    pub(crate) fn last_name_is(&self, client: &IpAddr, address: &IpAddr, name: &str) -> bool {
+        self.names.get(&(canonical(*client), canonical(*address))).is_some_and(|r| &*r.name == name)
+    }
+
     /// The name `client` resolved to `address` that still applied at `t`.
     pub(crate) fn name(&self, client: &IpAddr, address: &IpAddr, t: TimeNs) -> Option<&Arc<str>> {
         if self.names.is_empty() {
@@ -69,7 +74,7 @@ impl DnsNames {
 
 /// IPv4 addresses in one form, however the socket spelled them (dual-stack sockets
 /// report IPv4-mapped IPv6).
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         IpAddr::V4(_) => ip,

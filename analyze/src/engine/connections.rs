@@ -230,7 +230,7 @@ impl Engine {
                 Protocol::Udp => e.side == state.owner && e.time_ns.saturating_sub(state.last) <= ttl,
                 Protocol::Tcp => opens && state.opened & side != 0 && state.closed & side == 0,
             };
-            open_here && (first.destination, first.port) != (server, server_port)
+            open_here && (first.port != server_port || !self.same_server(first.destination, server, e))
         });
         if another_server {
             self.server_keyed = true;

@@ -299,6 +299,21 @@ impl Engine {
         }
     }
 
+    /// Whether two resolutions of an event's server are one server: the same node, or
+    /// the event's address in both its forms, named and not. A connection keeps the
+    /// name it began with once the answer has expired, and the address form it began
+    /// with once a later answer names the address: a long-lived UDP flow is one flow.
+    fn same_server(&self, a: EntityId, b: EntityId, e: &ConnFacts) -> bool {
+        let address = crate::dns_names::canonical(e.dst_ip);
+        let named_and_not = |x: EntityId, y: EntityId| match (self.entity(x), self.entity(y)) {
+            (Some(EntityRef::ExternalName { name, .. }), Some(EntityRef::External { ip, .. })) => {
+                *ip == address && self.dns_names.last_name_is(&e.src_ip, &e.dst_ip, name)
+            }
+            _ => false,
+        };
+        a == b || named_and_not(a, b) || named_and_not(b, a)
+    }
+
     fn edge_for(&mut self, e: &ConnFacts) -> (EdgeId, bool) {
         let source = self.source_entity(&e.src_ip);
         let (destination, port) = self.server_of(e);

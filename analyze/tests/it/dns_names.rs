@@ -149,3 +149,29 @@ fn the_live_change_events_name_the_dependency_as_the_map_does() {
         .collect();
     assert_eq!(detected, ["shop/web -> external/api.payments.example:443"]);
 }
+
+fn flow(sport: u16, dst: &str, t: i64) -> Event {
+    let mut e = conn(ConnKind::UdpFlow, Side::Client, "10.244.1.10", sport, dst, 8125, t);
+    e.bytes_sent = 100;
+    Event::Conn(e)
+}
+
+#[test]
+fn a_long_lived_udp_flow_keeps_the_form_it_began_with() {
+    let mut events = shop();
+    // Named when it began; its answer expires (10 s TTL, 5 s grace) while it lives.
+    events.push(answer(T0, "10.244.1.10", "metrics.example", "", "203.0.113.50", 10));
+    for t in [1, 20, 40] {
+        events.push(flow(50000, "203.0.113.50", T0 + t * S));
+    }
+    // Begun by address; a later answer names the address while it lives.
+    events.push(flow(50001, "203.0.113.60", T0 + S));
+    events.push(answer(T0 + 2 * S, "10.244.1.10", "logs.example", "", "203.0.113.60", 300));
+    events.push(flow(50001, "203.0.113.60", T0 + 3 * S));
+    let t = run(config(), events);
+    assert_eq!(
+        calls(&t),
+        vec![call("shop/web", "external/203.0.113.60:8125", 1), call("shop/web", "external/metrics.example:8125", 1)]
+    );
+    assert_eq!((t.edges[1].bytes_sent, t.edges[0].bytes_sent), (300, 200), "every report on its one flow");
+}
