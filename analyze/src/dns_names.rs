@@ -13,6 +13,8 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use smap_replay::{DnsAnswer, TimeNs};
 
+use crate::resolve::canonical;
+
 /// Answers remembered at once; past it expired ones are dropped, then all, so odd
 /// traffic (a scanner resolving millions of names) cannot grow the table.
 const LIMIT: usize = 65_536;
@@ -53,13 +55,13 @@ impl DnsNames {
         }
         let ttl = TimeNs::from(answer.ttl_s).saturating_mul(1_000_000_000);
         let until = answer.time_ns.saturating_add(ttl).saturating_add(self.grace);
-        let key = (canonical(answer.client_ip), canonical(answer.address));
+        let key = (canonical(&answer.client_ip), canonical(&answer.address));
         self.names.insert(key, Resolved { name: Arc::clone(&answer.query), until });
     }
 
     /// Whether `client`'s latest answer for `address` was `name`, expired or not.
     pub(crate) fn last_name_is(&self, client: &IpAddr, address: &IpAddr, name: &str) -> bool {
-        self.names.get(&(canonical(*client), canonical(*address))).is_some_and(|r| &*r.name == name)
+        self.names.get(&(canonical(client), canonical(address))).is_some_and(|r| &*r.name == name)
     }
 
     /// The name `client` resolved to `address` that still applied at `t`.
@@ -67,17 +69,8 @@ impl DnsNames {
         if self.names.is_empty() {
             return None;
         }
-        let resolved = self.names.get(&(canonical(*client), canonical(*address)))?;
+        let resolved = self.names.get(&(canonical(client), canonical(address)))?;
         (t <= resolved.until).then_some(&resolved.name)
-    }
-}
-
-/// IPv4 addresses in one form, however the socket spelled them (dual-stack sockets
-/// report IPv4-mapped IPv6).
-pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
     }
 }
 

@@ -80,7 +80,9 @@ pub fn is_local(ip: &IpAddr) -> bool {
     }
 }
 
-fn canonical(ip: &IpAddr) -> IpAddr {
+/// An IPv4 address in one form, however the socket spelled it (a dual-stack socket
+/// reports IPv4-mapped IPv6).
+pub(crate) fn canonical(ip: &IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
         IpAddr::V4(_) => *ip,

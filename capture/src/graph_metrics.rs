@@ -64,6 +64,8 @@ pub struct DependencyTotals {
 
 /// One of a dependency's totals.
 type Total = fn(&Dependency) -> u64;
+/// One of a dependency's counts by cause.
+type CauseCounts = fn(&Dependency) -> Failures;
 
 /// The series of one published map.
 #[derive(Debug, Default)]
@@ -173,28 +175,21 @@ impl Collector for GraphMetrics {
             }
         }
         // Only causes that occurred: a healthy dependency adds no series.
-        let mut family = encoder.encode_descriptor(
-            "smap_dependency_failures",
-            "Failed connection attempts from client to server, by cause",
-            None,
-            MetricType::Counter,
-        )?;
-        for ((client, server), dependency) in &series.dependencies {
-            for (reason, count) in dependency.failures.by_reason().into_iter().filter(|(_, n)| *n > 0) {
-                let labels = [("client", client.as_str()), ("server", server.as_str()), ("reason", reason)];
-                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "smap_dependency_aborted",
-            "Established connections from client to server that ended without the FIN exchange, by cause",
-            None,
-            MetricType::Counter,
-        )?;
-        for ((client, server), dependency) in &series.dependencies {
-            for (reason, count) in dependency.aborted.by_reason().into_iter().filter(|(_, n)| *n > 0) {
-                let labels = [("client", client.as_str()), ("server", server.as_str()), ("reason", reason)];
-                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        let by_cause: [(&str, &str, CauseCounts); 2] = [
+            ("smap_dependency_failures", "Failed connection attempts from client to server, by cause", |d| d.failures),
+            (
+                "smap_dependency_aborted",
+                "Established connections from client to server that ended without the FIN exchange, by cause",
+                |d| d.aborted,
+            ),
+        ];
+        for (name, help, counts) in by_cause {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for ((client, server), dependency) in &series.dependencies {
+                for (reason, count) in counts(dependency).by_reason().into_iter().filter(|(_, n)| *n > 0) {
+                    let labels = [("client", client.as_str()), ("server", server.as_str()), ("reason", reason)];
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         let mut family = encoder.encode_descriptor(

@@ -304,7 +304,7 @@ impl Engine {
     /// name it began with once the answer has expired, and the address form it began
     /// with once a later answer names the address: a long-lived UDP flow is one flow.
     fn same_server(&self, a: EntityId, b: EntityId, e: &ConnFacts) -> bool {
-        let address = crate::dns_names::canonical(e.dst_ip);
+        let address = crate::resolve::canonical(&e.dst_ip);
         let named_and_not = |x: EntityId, y: EntityId| match (self.entity(x), self.entity(y)) {
             (Some(EntityRef::ExternalName { name, .. }), Some(EntityRef::External { ip, .. })) => {
                 *ip == address && self.dns_names.last_name_is(&e.src_ip, &e.dst_ip, name)
