@@ -93,6 +93,12 @@ pub(crate) struct ConnState {
 }
 
 impl ConnState {
+    /// A connection first seen at `e`'s time, on `edge`, opened by `e`'s end (bit
+    /// `opened`), nothing counted, closed or aborted yet.
+    pub(crate) fn first_seen(e: &ConnFacts, edge: EdgeId, opened: u8) -> Self {
+        ConnState { last: e.time_ns, edge, owner: e.side, opened, closed: 0, counted: [0; 2], aborted: false }
+    }
+
     /// Both ends that opened have closed: only a late report can still arrive.
     pub(crate) fn finished(&self) -> bool {
         self.closed != 0 && self.closed & self.opened == self.opened

@@ -33,18 +33,7 @@ impl Engine {
         }
         let (edge, new) = self.edge_for(e);
         self.edges[edge as usize].connections += 1;
-        self.insert_conn(
-            key,
-            ConnState {
-                last: e.time_ns,
-                edge,
-                owner: e.side,
-                opened: side,
-                closed: 0,
-                counted: [0; 2],
-                aborted: false,
-            },
-        );
+        self.insert_conn(key, ConnState::first_seen(e, edge, side));
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
 
@@ -84,15 +73,7 @@ impl Engine {
         self.stats.open_before_capture += 1;
         let (edge, new) = self.edge_for(e);
         self.edges[edge as usize].connections += 1;
-        let state = ConnState {
-            last: e.time_ns,
-            edge,
-            owner: e.side,
-            opened: side,
-            closed: 0,
-            counted: directed_bytes(e),
-            aborted: false,
-        };
+        let state = ConnState { counted: directed_bytes(e), ..ConnState::first_seen(e, edge, side) };
         self.insert_conn(key, state);
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
@@ -119,15 +100,7 @@ impl Engine {
                 // evicted): count it now, with the bytes of its whole life.
                 let (edge, new) = self.edge_for(e);
                 self.edges[edge as usize].connections += 1;
-                let state = ConnState {
-                    last: e.time_ns,
-                    edge,
-                    owner: e.side,
-                    opened: side,
-                    closed: side,
-                    counted: [0; 2],
-                    aborted: false,
-                };
+                let state = ConnState { closed: side, ..ConnState::first_seen(e, edge, side) };
                 (state, new.then_some(edge))
             }
         };
@@ -180,18 +153,7 @@ impl Engine {
         let (edge, new) = self.edge_for(e);
         self.edges[edge as usize].connections += 1;
         self.add_bytes(edge, e);
-        self.insert_conn(
-            key,
-            ConnState {
-                last: e.time_ns,
-                edge,
-                owner: e.side,
-                opened: side,
-                closed: 0,
-                counted: [0; 2],
-                aborted: false,
-            },
-        );
+        self.insert_conn(key, ConnState::first_seen(e, edge, side));
         Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
     }
 
