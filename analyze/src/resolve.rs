@@ -6,7 +6,9 @@
 //! load-balancer IP with one of its ports -> that Service; anything else -> an
 //! external `ip:port`. Through a node port or a load balancer the edge is keyed by
 //! the Service port, as the server's end resolves it.
-//! Source: pod IP -> its Service -> else its workload; node IP -> node; else external.
+//! Source: pod IP -> its Service -> else its workload; node IP -> node (or the
+//! hostNetwork pod whose cgroup the process runs in, which the engine knows from
+//! the recording's pod cgroups); else external.
 //! An external destination the caller resolved by name is renamed by the engine
 //! (`dns_names`), which knows what each caller resolved when.
 
@@ -119,7 +121,9 @@ pub fn resolve_destination(cluster: &ClusterState, ip: &IpAddr, port: u16) -> (E
     (EntityRef::External { ip, port: Some(port) }, port)
 }
 
-fn pod_destination(cluster: &ClusterState, pod: &PodInfo, port: u16) -> (EntityRef, u16) {
+/// The node a pod serving `port` stands for: the Service in front of that port, else
+/// its first Service, else its workload.
+pub(crate) fn pod_destination(cluster: &ClusterState, pod: &PodInfo, port: u16) -> (EntityRef, u16) {
     let services = cluster.services_of_pod(pod);
     if let Some((service, service_port)) =
         services.iter().find_map(|s| service_port_for_target(s, pod, port).map(|p| (s, p)))
@@ -147,13 +151,18 @@ fn service_port_for_target(service: &ServiceInfo, pod: &PodInfo, pod_port: u16) 
 pub fn resolve_source(cluster: &ClusterState, ip: &IpAddr) -> EntityRef {
     let ip = canonical(ip);
     if let Some(pod) = cluster.pod_by_ip(&ip) {
-        return match cluster.services_of_pod(pod).first() {
-            Some(service) => EntityRef::Service(service.key.clone()),
-            None => EntityRef::Workload(pod.workload.clone()),
-        };
+        return pod_source(cluster, pod);
     }
     if let Some(node) = cluster.node_by_ip(&ip) {
         return EntityRef::Node(node.clone());
     }
     EntityRef::External { ip, port: None }
+}
+
+/// The node a pod calling out stands for: its first Service, else its workload.
+pub(crate) fn pod_source(cluster: &ClusterState, pod: &PodInfo) -> EntityRef {
+    match cluster.services_of_pod(pod).first() {
+        Some(service) => EntityRef::Service(service.key.clone()),
+        None => EntityRef::Workload(pod.workload.clone()),
+    }
 }

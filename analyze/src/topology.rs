@@ -368,6 +368,13 @@ pub struct BuildStats {
     /// addresses their clients dial.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dns_answers: u64,
+    /// Pod cgroups folded, which tell a hostNetwork pod's traffic from its node's.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pod_cgroups: u64,
+    /// Connections first seen at their server from a node's address that moved to the
+    /// hostNetwork pod their client end then reported from.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub moved_to_host_pods: u64,
     /// Edges left out by filters (namespaces, externals, min_connection_count).
     pub filtered_edges: u64,
     /// Edges forgotten after `map_retention` without traffic (a live map's old news).

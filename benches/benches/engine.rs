@@ -63,7 +63,7 @@ fn resolution(c: &mut Criterion) {
                 cluster.apply(o);
             }
             Event::Conn(c) => addresses.push((c.src_ip, c.dst_ip, c.dst_port)),
-            Event::Dns(_) => {}
+            Event::Dns(_) | Event::Cgroup(_) => {}
         }
     }
     let mut group = c.benchmark_group("resolution");

@@ -20,6 +20,7 @@ pub mod kernel;
 pub mod kubectl_file;
 pub mod netns_addr;
 pub mod otlp;
+pub mod pod_cgroups;
 pub mod record;
 pub mod serve;
 mod sink;

@@ -7,7 +7,8 @@
 //! objects before connections), so a live run and its replay give the same output.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smap_replay::{
@@ -20,6 +21,7 @@ use crate::k8s_api::{K8sApiError, KubeCounters, KubeOptions, KubeWatch};
 use crate::kernel::{KernelCapture, KernelConfig, KernelCounters, KernelError, SkippedHook};
 use crate::kubectl_file::KubectlFile;
 use crate::netns_addr::NetnsAddresses;
+use crate::pod_cgroups::PodCgroups;
 use crate::sink::RecordingSink;
 
 /// Events from different CPUs reach user space slightly out of order; by default they
@@ -76,6 +78,8 @@ pub struct CaptureSummary {
     pub object_events: u64,
     /// DNS answers written (one per address a reply gave).
     pub dns_answers: u64,
+    /// Pod cgroups written (one per container whose processes reported connections).
+    pub pod_cgroups: u64,
     /// Kernel events lost.
     pub dropped: u64,
     /// Connections or flows evicted from the kernel's bounded tables.
@@ -134,6 +138,9 @@ struct Reorder {
     released: Vec<Event>,
     connections: u64,
     addresses: NetnsAddresses,
+    cgroups: PodCgroups,
+    /// Pod cgroups found in the last batch (kept for its allocation).
+    found_cgroups: Vec<smap_replay::PodCgroup>,
     /// Time of the last event released: nothing older may follow it.
     released_upto: TimeNs,
     /// Events that arrived after newer ones were released (UDP flow reports carry
@@ -143,7 +150,7 @@ struct Reorder {
 }
 
 impl Reorder {
-    fn new(window: TimeNs) -> Self {
+    fn new(window: TimeNs, cgroups: PodCgroups) -> Self {
         Reorder {
             pending: Vec::new(),
             newest: TimeNs::MIN,
@@ -151,19 +158,26 @@ impl Reorder {
             released: Vec::new(),
             connections: 0,
             addresses: NetnsAddresses::default(),
+            cgroups,
+            found_cgroups: Vec::new(),
             released_upto: TimeNs::MIN,
             late: 0,
         }
     }
 
     fn push_conns(&mut self, batch: &mut Vec<ConnEvent>) {
-        for mut event in batch.drain(..) {
+        for event in batch.iter_mut() {
             let pid = event.pid;
-            self.addresses.fill(&mut event, pid);
+            self.addresses.fill(event, pid);
             if event.time_ns < self.released_upto {
                 event.time_ns = self.released_upto;
                 self.late += 1;
             }
+        }
+        // Stamped with their first event's time, which the replay order puts them before.
+        self.cgroups.first_seen(batch, &mut self.found_cgroups);
+        self.pending.extend(self.found_cgroups.drain(..).map(Event::from));
+        for event in batch.drain(..) {
             self.newest = self.newest.max(event.time_ns);
             // Counted at the client, so a connection seen from both ends counts once.
             if event.kind == ConnKind::TcpConnect {
@@ -279,7 +293,8 @@ pub async fn capture(
         None => None,
     };
     let window = i64::try_from(options.reorder_window.as_nanos()).unwrap_or(i64::MAX);
-    let mut reorder = Reorder::new(window);
+    let cgroups = PodCgroups::new(kernel.cgroup_root().map(Path::to_owned), Arc::clone(&options.kernel.node));
+    let mut reorder = Reorder::new(window, cgroups);
     let settled_lag = i64::try_from((options.kernel.drain_interval + DRAIN_SLACK).as_nanos()).unwrap_or(i64::MAX);
     reorder.push_objects(api_snapshot);
     let mut kubectl = kubectl.map(|(file, snapshot)| {
@@ -383,6 +398,7 @@ pub async fn capture(
         late_events: reorder.late,
         object_events: counters_written.object_events,
         dns_answers: counters_written.dns_answers,
+        pod_cgroups: counters_written.pod_cgroups,
         dropped: losses.dropped,
         evicted: losses.evicted,
         elapsed: started.elapsed(),

@@ -74,8 +74,21 @@ struct sock_common {
 	unsigned long skc_flags;
 } __core;
 
+struct kernfs_node {
+	__u64 id;
+} __core;
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __core;
+
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+} __core;
+
 struct sock {
 	struct sock_common __sk_common;
+	struct sock_cgroup_data sk_cgrp_data;
 	int sk_err;
 	__u16 sk_protocol;
 	__u16 sk_type;

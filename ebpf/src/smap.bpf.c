@@ -111,6 +111,17 @@ static __always_inline void leader_comm(char *comm)
 		bpf_get_current_comm(comm, SMAP_COMM_LEN);
 }
 
+/* The cgroup v2 id of the process that created the socket (for an accepted one, its
+ * listener's), as bpf_get_current_cgroup_id() gives a task's: what tells a hostNetwork
+ * pod's connections from its node's where no task of the owner is at hand (softirq, the
+ * iterator). 0 on kernels without socket cgroup data. */
+static __always_inline __u64 sk_cgroup_id(const struct sock *sk)
+{
+	if (!bpf_core_field_exists(sk->sk_cgrp_data))
+		return 0;
+	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+}
+
 static __always_inline __u32 sk_netns(const struct sock *sk)
 {
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
@@ -467,6 +478,7 @@ static __always_inline void tcp_first_seen(struct sock *sk, const struct tcp_soc
 	__u64 key = (__u64)sk;
 	struct conn_state init = {
 		.cookie = bpf_get_socket_cookie((void *)sk),
+		.cgroup_id = sk_cgroup_id(sk),
 		.report_ns = now,
 		.side = SMAP_SIDE_UNKNOWN,
 	};
@@ -475,7 +487,6 @@ static __always_inline void tcp_first_seen(struct sock *sk, const struct tcp_soc
 
 	if (in_task) {
 		init.pid = bpf_get_current_pid_tgid() >> 32;
-		init.cgroup_id = bpf_get_current_cgroup_id();
 		leader_comm(init.comm);
 	}
 	/* Another CPU may be reporting the same socket: only the one that creates the
@@ -532,7 +543,8 @@ static __always_inline void tcp_data(struct sock *sk, int in_task)
 	}
 	if (in_task && !st->pid) {
 		st->pid = bpf_get_current_pid_tgid() >> 32;
-		st->cgroup_id = bpf_get_current_cgroup_id();
+		if (!st->cgroup_id)
+			st->cgroup_id = bpf_get_current_cgroup_id();
 		leader_comm(st->comm);
 	}
 	open_bytes(sk, tp, st->side, &st->bytes_sent, &st->bytes_received);
@@ -623,6 +635,7 @@ int iter_tcp(struct bpf_iter__tcp *ctx)
 		return 0;
 	key = (__u64)sk;
 	init.cookie = e.cookie;
+	init.cgroup_id = e.cgroup_id = sk_cgroup_id(sk);
 	init.report_ns = e.ts_ns;
 	init.side = SMAP_SIDE_UNKNOWN;
 	open_bytes(sk, tp, SMAP_SIDE_UNKNOWN, &e.bytes_sent, &e.bytes_received);

@@ -1,5 +1,5 @@
 //! Turns the Arrow batches of a segment into events: whole connection events, their
-//! facts (the engine's columns), object events or DNS answers. Dictionary columns (addresses,
+//! facts (the engine's columns), object events, DNS answers or pod cgroups. Dictionary columns (addresses,
 //! kinds, names) are parsed once per dictionary, not once per row.
 
 use std::net::IpAddr;
@@ -12,7 +12,7 @@ use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, DictionaryArray, Primitiv
 
 use crate::error::{ReplayError, Result};
 use crate::event::{
-    ConnEvent, ConnFacts, ConnKind, DnsAnswer, ObjectAction, ObjectEvent, ObjectKind, ProcessName, Side,
+    ConnEvent, ConnFacts, ConnKind, DnsAnswer, ObjectAction, ObjectEvent, ObjectKind, PodCgroup, ProcessName, Side,
 };
 
 fn column<'a>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
@@ -184,6 +184,7 @@ impl FactsDecoder {
         let retransmits = primitive::<UInt32Type>(path, batch, "retransmits")?.values();
         let error = primitive::<UInt16Type>(path, batch, "error")?.values();
         let comm = self.comm.keys::<Int32Type>(path, batch, "comm", |s| Some(ProcessName::new(s)))?;
+        let cgroup_id = primitive::<UInt64Type>(path, batch, "cgroup_id")?.values();
         // Every key was checked against its dictionary: indexing cannot fail.
         let (kinds, sides, comms) = (&self.kind.values, &self.side.values, &self.comm.values);
         let (src_ips, dst_ips) = (&self.src_ip.values, &self.dst_ip.values);
@@ -202,6 +203,7 @@ impl FactsDecoder {
             retransmits: retransmits[row],
             error: error[row],
             comm: comms[comm[row] as usize],
+            cgroup_id: cgroup_id[row],
         }));
         Ok(out)
     }
@@ -282,5 +284,28 @@ impl DnsDecoder {
             ttl_s: ttl[row],
         }));
         Ok(out)
+    }
+}
+
+/// Decodes [`PodCgroup`]s.
+#[derive(Default)]
+pub(crate) struct CgroupDecoder {
+    node: ParsedDict<Arc<str>>,
+}
+
+impl CgroupDecoder {
+    pub(crate) fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<PodCgroup>> {
+        let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
+        let node = self.node.keys::<Int32Type>(path, batch, "node", |s| Some(Arc::from(s)))?;
+        let cgroup_id = primitive::<UInt64Type>(path, batch, "cgroup_id")?.values();
+        let paths = strings(path, batch, "path")?;
+        Ok((0..batch.num_rows())
+            .map(|row| PodCgroup {
+                time_ns: time[row],
+                node: Arc::clone(&self.node.values[node[row] as usize]),
+                cgroup_id: cgroup_id[row],
+                path: Arc::from(paths.value(row)),
+            })
+            .collect())
     }
 }

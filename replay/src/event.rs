@@ -228,6 +228,9 @@ pub struct ConnFacts {
     pub error: u16,
     /// The reporting process's name, empty if unknown.
     pub comm: ProcessName,
+    /// cgroup v2 id of the reporting process (0 if unknown): with the recording's
+    /// [`PodCgroup`]s, which pod it ran in.
+    pub cgroup_id: u64,
 }
 
 /// A connection event, whole or reduced to its [`ConnFacts`]: what the engine and
@@ -252,6 +255,7 @@ impl ConnRecord for ConnEvent {
             retransmits: self.retransmits,
             error: self.error,
             comm: ProcessName::new(&self.comm),
+            cgroup_id: self.cgroup_id,
         }
     }
 }
@@ -395,6 +399,28 @@ pub struct DnsAnswer {
     pub ttl_s: u32,
 }
 
+/// A pod's cgroup, as the capture found it when one of its processes first reported
+/// a connection: what ties a hostNetwork pod's traffic, which carries the node's own
+/// address, to the pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodCgroup {
+    /// When the cgroup was first seen.
+    pub time_ns: TimeNs,
+    /// Node (host) the cgroup is on: cgroup ids are only unique per host.
+    pub node: Arc<str>,
+    /// The cgroup v2 id (the inode of its directory), as connection events carry it.
+    pub cgroup_id: u64,
+    /// Its path below the cgroup2 root (`/kubepods.slice/.../cri-containerd-<id>.scope`).
+    pub path: Arc<str>,
+}
+
+impl PodCgroup {
+    /// The UID of the pod the cgroup belongs to (see [`crate::cgroup::pod_uid`]).
+    pub fn pod_uid(&self) -> Option<String> {
+        crate::cgroup::pod_uid(&self.path)
+    }
+}
+
 /// Any event on a recording's timeline; connection events whole ([`ConnEvent`], the
 /// default) or as [`ConnFacts`] when only a topology is wanted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -406,6 +432,14 @@ pub enum Event<C = ConnEvent> {
     Object(Box<ObjectEvent>),
     /// A DNS answer (boxed for the same reason).
     Dns(Box<DnsAnswer>),
+    /// A pod's cgroup (boxed for the same reason).
+    Cgroup(Box<PodCgroup>),
+}
+
+impl<C> From<PodCgroup> for Event<C> {
+    fn from(cgroup: PodCgroup) -> Self {
+        Event::Cgroup(Box::new(cgroup))
+    }
 }
 
 impl<C> From<DnsAnswer> for Event<C> {
@@ -427,16 +461,19 @@ impl<C: ConnRecord> Event<C> {
             Event::Conn(c) => c.facts().time_ns,
             Event::Object(o) => o.time_ns,
             Event::Dns(d) => d.time_ns,
+            Event::Cgroup(c) => c.time_ns,
         }
     }
 
     /// Where the event goes among events of the same time: Kubernetes state first,
-    /// then the names clients resolved, then the traffic both explain.
+    /// then the pods processes run in and the names clients resolved, then the
+    /// traffic they explain. The one ordering rule, live and in replay.
     pub fn rank(&self) -> u8 {
         match self {
             Event::Object(_) => 0,
-            Event::Dns(_) => 1,
-            Event::Conn(_) => 2,
+            Event::Cgroup(_) => 1,
+            Event::Dns(_) => 2,
+            Event::Conn(_) => 3,
         }
     }
 }

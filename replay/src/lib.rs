@@ -5,6 +5,7 @@
 //! `smap-analyze`.
 
 pub mod background;
+pub mod cgroup;
 mod decode;
 mod dict_builder;
 pub mod error;
@@ -20,8 +21,8 @@ pub mod writer;
 
 pub use error::{ReplayError, Result};
 pub use event::{
-    ConnEvent, ConnFacts, ConnKind, ConnRecord, DnsAnswer, Event, ObjectAction, ObjectEvent, ObjectKind, ProcessName,
-    Protocol, Side, TimeNs,
+    ConnEvent, ConnFacts, ConnKind, ConnRecord, DnsAnswer, Event, ObjectAction, ObjectEvent, ObjectKind, PodCgroup,
+    ProcessName, Protocol, Side, TimeNs,
 };
 pub use merge::MergedEvents;
 pub use meta::{Counters, RecordingMeta, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION};

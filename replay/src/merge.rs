@@ -1,5 +1,5 @@
-//! Merges many time-ordered event streams (each recording's connection, object and
-//! DNS streams, plus extra snapshots) into one time-ordered stream, streaming.
+//! Merges many time-ordered event streams (each recording's connection, object, DNS
+//! and pod cgroup streams, plus extra snapshots) into one time-ordered stream, streaming.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -15,9 +15,9 @@ type Position = (TimeNs, u8, usize);
 
 /// A k-way merge of event streams by time.
 ///
-/// At equal times object events come first, then DNS answers, then connection events
-/// (state and names first, then the traffic they explain), then streams in the order
-/// given, so the merged order is fully deterministic.
+/// At equal times events go by [`Event::rank`] (state, cgroups and names first, then
+/// the traffic they explain), then by stream in the order given, so the merged order
+/// is fully deterministic.
 pub struct MergedEvents<C = ConnEvent> {
     sources: Vec<Batches<C>>,
     /// The batch each stream is in; its first element is the stream's head.
@@ -69,6 +69,7 @@ impl<C: ConnRecord + Send + 'static> MergedEvents<C> {
         let mut sources = vec![snapshot_batches(snapshot)];
         for recording in recordings {
             sources.push(event_batches(recording.object_events()));
+            sources.push(event_batches(recording.pod_cgroups()));
             sources.push(event_batches(recording.dns_answers()));
             sources.push(Box::new(conns(recording).in_background(Event::Conn)?));
         }

@@ -13,8 +13,9 @@ use crate::event::TimeNs;
 ///
 /// Version 2 added the connection kinds `tcp_existing`, `tcp_progress` and
 /// `tcp_open_at_end`; version 3 the DNS answer stream (`dns-NNNNNN.parquet`) and
-/// its counter. Older recordings read unchanged (without DNS answers).
-pub const SCHEMA_VERSION: u32 = 3;
+/// its counter; version 4 the pod cgroup stream (`cgroups-NNNNNN.parquet`) and its
+/// counter. Older recordings read unchanged (without DNS answers or pod cgroups).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The oldest schema version this build still reads.
 pub const OLDEST_SCHEMA_VERSION: u32 = 1;
@@ -68,6 +69,9 @@ pub struct Counters {
     /// DNS answers written (one per address a reply gave).
     #[serde(default)]
     pub dns_answers: u64,
+    /// Pod cgroups written (one per cgroup seen reporting connections).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pod_cgroups: u64,
     /// Kernel events lost (ring buffer full).
     pub dropped: u64,
     /// Connections evicted from bounded tables before they closed.
@@ -113,4 +117,8 @@ impl RecordingMeta {
         std::fs::rename(&tmp, &path).map_err(ReplayError::io(&path))?;
         Ok(())
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -9,9 +9,9 @@ use arrow_schema::ArrowError;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 
-use crate::decode::{ConnDecoder, DnsDecoder, FactsDecoder, ObjectDecoder};
+use crate::decode::{CgroupDecoder, ConnDecoder, DnsDecoder, FactsDecoder, ObjectDecoder};
 use crate::error::{ReplayError, Result};
-use crate::event::{ConnEvent, ConnFacts, DnsAnswer, ObjectEvent};
+use crate::event::{ConnEvent, ConnFacts, DnsAnswer, ObjectEvent, PodCgroup};
 use crate::meta::{readable_version, RecordingMeta, META_FILE, SCHEMA_VERSION};
 use crate::schema::{Stream, VERSION_KEY};
 use crate::writer::PARTIAL_SUFFIX;
@@ -31,6 +31,7 @@ pub struct Recording {
     conn_segments: Vec<PathBuf>,
     object_segments: Vec<PathBuf>,
     dns_segments: Vec<PathBuf>,
+    cgroup_segments: Vec<PathBuf>,
     warnings: Vec<String>,
 }
 
@@ -42,6 +43,7 @@ impl Recording {
         let mut conn_segments = Vec::new();
         let mut object_segments = Vec::new();
         let mut dns_segments = Vec::new();
+        let mut cgroup_segments = Vec::new();
         let mut partial = Vec::new();
         let mut has_meta = false;
         for entry in entries {
@@ -56,6 +58,7 @@ impl Recording {
                     Stream::Conn => conn_segments.push(entry.path()),
                     Stream::Objects => object_segments.push(entry.path()),
                     Stream::Dns => dns_segments.push(entry.path()),
+                    Stream::Cgroups => cgroup_segments.push(entry.path()),
                 }
             }
         }
@@ -67,6 +70,7 @@ impl Recording {
         conn_segments.sort_by_key(|p| segment_index(p));
         object_segments.sort_by_key(|p| segment_index(p));
         dns_segments.sort_by_key(|p| segment_index(p));
+        cgroup_segments.sort_by_key(|p| segment_index(p));
         partial.sort();
         let mut warnings = Vec::new();
         if !meta.complete {
@@ -78,7 +82,15 @@ impl Recording {
         for name in partial {
             warnings.push(format!("{}: skipping unfinished segment {name}", dir.display()));
         }
-        Ok(Recording { dir: dir.to_owned(), meta, conn_segments, object_segments, dns_segments, warnings })
+        Ok(Recording {
+            dir: dir.to_owned(),
+            meta,
+            conn_segments,
+            object_segments,
+            dns_segments,
+            cgroup_segments,
+            warnings,
+        })
     }
 
     /// The recording directory.
@@ -96,9 +108,14 @@ impl Recording {
         &self.warnings
     }
 
-    /// Finalized segment files: connection, then object, then DNS segments.
+    /// Finalized segment files: connection, then object, DNS and pod cgroup segments.
     pub fn segments(&self) -> impl Iterator<Item = &Path> {
-        self.conn_segments.iter().chain(&self.object_segments).chain(&self.dns_segments).map(PathBuf::as_path)
+        self.conn_segments
+            .iter()
+            .chain(&self.object_segments)
+            .chain(&self.dns_segments)
+            .chain(&self.cgroup_segments)
+            .map(PathBuf::as_path)
     }
 
     /// Connection events in recorded order.
@@ -149,12 +166,25 @@ impl Recording {
         }
     }
 
+    /// Pod cgroups in recorded order (none in recordings older than schema version 4).
+    pub fn pod_cgroups(&self) -> PodCgroups {
+        StreamEvents {
+            segments: SegmentBatches::new(Stream::Cgroups, self.cgroup_segments.clone(), None),
+            decode: {
+                let mut decoder = CgroupDecoder::default();
+                Box::new(move |path, batch| decoder.decode(path, batch))
+            },
+            buffer: Vec::new().into_iter(),
+        }
+    }
+
     /// Checks every segment's footer and schema without decoding rows.
     pub fn validate(&self) -> Result<()> {
         let streams = [
             (Stream::Conn, &self.conn_segments),
             (Stream::Objects, &self.object_segments),
             (Stream::Dns, &self.dns_segments),
+            (Stream::Cgroups, &self.cgroup_segments),
         ];
         for (stream, paths) in streams {
             for path in paths {
@@ -180,7 +210,7 @@ fn segment_stream(name: &str) -> Option<Stream> {
 }
 
 /// The columns [`ConnFacts`] are decoded from.
-const FACT_COLUMNS: [&str; 12] = [
+const FACT_COLUMNS: [&str; 13] = [
     "time",
     "kind",
     "side",
@@ -193,6 +223,7 @@ const FACT_COLUMNS: [&str; 12] = [
     "retransmits",
     "error",
     "comm",
+    "cgroup_id",
 ];
 
 fn open_segment(stream: Stream, path: &Path, columns: Option<&[&str]>) -> Result<ParquetRecordBatchReader> {
@@ -240,7 +271,7 @@ fn open_segment(stream: Stream, path: &Path, columns: Option<&[&str]>) -> Result
         None => builder,
     };
     let rows = match stream {
-        Stream::Conn | Stream::Dns => READ_BATCH_ROWS,
+        Stream::Conn | Stream::Dns | Stream::Cgroups => READ_BATCH_ROWS,
         Stream::Objects => READ_OBJECT_BATCH_ROWS,
     };
     builder.with_batch_size(rows).build().map_err(ReplayError::parquet(path))
@@ -317,6 +348,8 @@ pub type ConnEvents = StreamEvents<ConnEvent>;
 pub type ObjectEvents = StreamEvents<ObjectEvent>;
 /// Iterator over a recording's DNS answers.
 pub type DnsAnswers = StreamEvents<DnsAnswer>;
+/// Iterator over a recording's pod cgroups.
+pub type PodCgroups = StreamEvents<PodCgroup>;
 
 impl<T> Iterator for StreamEvents<T> {
     type Item = Result<T>;

@@ -1,4 +1,5 @@
-//! The segment schemas: column names and Arrow types of connection, object and DNS segments.
+//! The segment schemas: column names and Arrow types of connection, object, DNS and
+//! pod cgroup segments.
 //!
 //! Documented for users in `docs/recording-format.md`; keep the two in step.
 
@@ -20,11 +21,13 @@ pub enum Stream {
     Objects,
     /// DNS answers (`dns-NNNNNN.parquet`), since schema version 3.
     Dns,
+    /// Pod cgroups (`cgroups-NNNNNN.parquet`), since schema version 4.
+    Cgroups,
 }
 
 impl Stream {
     /// Every stream, in the order segments are listed.
-    pub const ALL: [Stream; 3] = [Stream::Conn, Stream::Objects, Stream::Dns];
+    pub const ALL: [Stream; 4] = [Stream::Conn, Stream::Objects, Stream::Dns, Stream::Cgroups];
 }
 
 impl Stream {
@@ -34,6 +37,7 @@ impl Stream {
             Stream::Conn => "conn",
             Stream::Objects => "k8s",
             Stream::Dns => "dns",
+            Stream::Cgroups => "cgroups",
         }
     }
 
@@ -43,6 +47,7 @@ impl Stream {
             Stream::Conn => conn_schema(),
             Stream::Objects => object_schema(),
             Stream::Dns => dns_schema(),
+            Stream::Cgroups => cgroup_schema(),
         }
     }
 }
@@ -105,5 +110,15 @@ pub fn dns_schema() -> SchemaRef {
         Field::new("cnames", dict(DataType::Int32), false),
         Field::new("address", dict(DataType::Int32), false),
         Field::new("ttl", DataType::UInt32, false),
+    ]))
+}
+
+/// Schema of pod cgroup segments.
+pub fn cgroup_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("time", time_type(), false),
+        Field::new("node", dict(DataType::Int32), false),
+        Field::new("cgroup_id", DataType::UInt64, false),
+        Field::new("path", DataType::Utf8, false),
     ]))
 }

@@ -25,7 +25,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::dict_builder::{TypedDict, MAX_ROWS};
 use crate::error::{ReplayError, Result};
-use crate::event::{ConnEvent, DnsAnswer, Event, ObjectEvent, TimeNs};
+use crate::event::{ConnEvent, DnsAnswer, Event, ObjectEvent, PodCgroup, TimeNs};
 use crate::meta::{Counters, RecordingMeta, SCHEMA_VERSION};
 use crate::schema::{Stream, STREAM_KEY, VERSION_KEY};
 
@@ -59,6 +59,7 @@ pub struct RecordingWriter {
     conn: SegmentWriter<ConnRows>,
     objects: SegmentWriter<ObjectRows>,
     dns: SegmentWriter<DnsRows>,
+    cgroups: SegmentWriter<CgroupRows>,
 }
 
 impl RecordingWriter {
@@ -83,7 +84,8 @@ impl RecordingWriter {
             meta,
             conn: SegmentWriter::new(dir, Stream::Conn, options.clone(), ConnRows::default()),
             objects: SegmentWriter::new(dir, Stream::Objects, options.clone(), ObjectRows::default()),
-            dns: SegmentWriter::new(dir, Stream::Dns, options, DnsRows::default()),
+            dns: SegmentWriter::new(dir, Stream::Dns, options.clone(), DnsRows::default()),
+            cgroups: SegmentWriter::new(dir, Stream::Cgroups, options, CgroupRows::default()),
         })
     }
 
@@ -114,7 +116,16 @@ impl RecordingWriter {
             Event::Conn(c) => self.write_conn(c),
             Event::Object(o) => self.write_object(o),
             Event::Dns(d) => self.write_dns(d),
+            Event::Cgroup(c) => self.write_cgroup(c),
         }
+    }
+
+    /// Appends a pod cgroup.
+    pub fn write_cgroup(&mut self, cgroup: &PodCgroup) -> Result<()> {
+        self.note_time(cgroup.time_ns);
+        self.meta.counters.pod_cgroups += 1;
+        self.cgroups.rows.push(cgroup);
+        self.cgroups.after_push()
     }
 
     /// Appends a DNS answer.
@@ -131,6 +142,7 @@ impl RecordingWriter {
         self.conn.finish_segment()?;
         self.objects.finish_segment()?;
         self.dns.finish_segment()?;
+        self.cgroups.finish_segment()?;
         self.apply_losses(counters);
         self.meta.write(&self.dir)
     }
@@ -146,6 +158,7 @@ impl RecordingWriter {
         self.conn.finish_segment()?;
         self.objects.finish_segment()?;
         self.dns.finish_segment()?;
+        self.cgroups.finish_segment()?;
         self.apply_losses(counters);
         self.meta.complete = true;
         self.meta.write(&self.dir)?;
@@ -457,6 +470,38 @@ impl Rows for DnsRows {
             self.cnames.finish()?,
             self.address.finish()?,
             Arc::new(self.ttl.finish()),
+        ])
+    }
+}
+
+#[derive(Default)]
+struct CgroupRows {
+    time: TimestampNanosecondBuilder,
+    node: TypedDict<Arc<str>>,
+    cgroup_id: UInt64Builder,
+    path: StringBuilder,
+}
+
+impl CgroupRows {
+    fn push(&mut self, c: &PodCgroup) {
+        self.time.append_value(c.time_ns);
+        self.node.append(Arc::clone(&c.node), Arc::clone);
+        self.cgroup_id.append_value(c.cgroup_id);
+        self.path.append_value(&c.path);
+    }
+}
+
+impl Rows for CgroupRows {
+    fn len(&self) -> usize {
+        self.time.len()
+    }
+
+    fn finish(&mut self) -> std::result::Result<Vec<ArrayRef>, ArrowError> {
+        Ok(vec![
+            Arc::new(self.time.finish().with_timezone("UTC")),
+            self.node.finish()?,
+            Arc::new(self.cgroup_id.finish()),
+            Arc::new(self.path.finish()),
         ])
     }
 }

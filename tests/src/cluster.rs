@@ -70,6 +70,9 @@ pub(crate) struct PodState {
     pub(crate) resource_version: u64,
     /// A host outside the cluster (`Cluster::add_external`): in no Kubernetes object.
     pub(crate) external: bool,
+    /// A hostNetwork pod's cgroup (`Cluster::add_host_network_pod`): it lives in the
+    /// node's namespace, its processes in this cgroup.
+    pub(crate) host_cgroup: Option<std::path::PathBuf>,
 }
 
 impl PodState {
@@ -123,7 +126,7 @@ pub struct Cluster {
     /// Namespaces made and not yet deleted, node first.
     netns: Vec<String>,
     next_pod: u32,
-    resource_version: u64,
+    pub(crate) resource_version: u64,
 }
 
 /// Clusters made by this process so far, for unique names.
@@ -299,6 +302,7 @@ impl Cluster {
             created: SystemTime::now(),
             resource_version: self.resource_version,
             external: false,
+            host_cgroup: None,
         };
         let pod_ref = pod.to_ref();
         self.pods.push(pod);
@@ -344,11 +348,14 @@ impl Cluster {
         let index = self
             .pods
             .iter()
-            .position(|p| p.netns == pod.netns)
+            .position(|p| p.netns == pod.netns && p.spec.namespace == pod.namespace && p.spec.name == pod.name)
             .ok_or_else(|| HarnessError::UnknownPod { namespace: pod.namespace.clone(), name: pod.name.clone() })?;
         let state = self.pods.remove(index);
         self.resource_version += 1;
-        self.remove_netns(&state.netns, &state.veth)?;
+        match &state.host_cgroup {
+            Some(cgroup) => crate::host_network::remove_cgroup(cgroup)?,
+            None => self.remove_netns(&state.netns, &state.veth)?,
+        }
         self.sync_rules()
     }
 
@@ -454,7 +461,7 @@ impl Cluster {
 
     /// Rewrites the node's nat and filter tables from the current Services, pods and
     /// blackholes, as one kube-proxy sync, and bumps the EndpointSlices that changed.
-    fn sync_rules(&mut self) -> Result<()> {
+    pub(crate) fn sync_rules(&mut self) -> Result<()> {
         let mut changed = Vec::new();
         let text = {
             let mut ports = Vec::new();
@@ -519,6 +526,9 @@ impl Drop for Cluster {
         // drop, and a namespace left over is swept by the next run.
         for netns in self.netns.iter().rev() {
             sys::kill_all_in(netns);
+        }
+        for cgroup in self.pods.iter().filter_map(|p| p.host_cgroup.as_ref()) {
+            let _ = crate::host_network::remove_cgroup(cgroup);
         }
         for netns in self.netns.drain(..).rev() {
             let _ = sys::netns_del(&netns);

@@ -34,6 +34,15 @@ pub enum HarnessError {
         /// What it wrote to stderr (trimmed).
         stderr: String,
     },
+    /// A hostNetwork pod's cgroup could not be made (no writable cgroup2 hierarchy).
+    #[error("cgroup {path}: {source}")]
+    Cgroup {
+        /// The cgroup directory.
+        path: std::path::PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
     /// The caller asked for something this cluster cannot model (a duplicate pod IP, a
     /// ClusterIP outside the service range...).
     #[error("{0}")]

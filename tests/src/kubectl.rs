@@ -156,7 +156,7 @@ impl Cluster {
             .collect();
         let condition = |kind: &str| json!({ "lastProbeTime": null, "lastTransitionTime": created, "status": "True", "type": kind });
         let node_ip = self.node_ip().to_string();
-        json!({
+        let mut value = json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": metadata,
@@ -191,7 +191,11 @@ impl Cluster {
                 "qosClass": "BestEffort",
                 "startTime": created,
             },
-        })
+        });
+        if pod.host_cgroup.is_some() {
+            value["spec"]["hostNetwork"] = json!(true);
+        }
+        value
     }
 
     fn slice_json(&self, service: &ServiceState) -> Value {

@@ -47,6 +47,7 @@
 pub mod browser;
 mod cluster;
 mod error;
+mod host_network;
 mod ingress;
 mod kube_proxy;
 mod kubectl;

@@ -108,12 +108,19 @@ impl CallOptions {
 
 impl Cluster {
     /// A command that runs `program` inside a pod's network namespace (and nowhere else:
-    /// its sockets see only the pod's eth0 and lo). Configure and spawn it as you like.
+    /// its sockets see only the pod's eth0 and lo), or for a hostNetwork pod in the
+    /// node's namespace and the pod's cgroup. Configure and spawn it as you like.
     pub fn command_in(&self, pod: &PodRef, program: impl AsRef<OsStr>) -> Result<Command> {
-        if !self.pods.iter().any(|p| p.netns == pod.netns) {
-            return Err(HarnessError::UnknownPod { namespace: pod.namespace.clone(), name: pod.name.clone() });
-        }
-        sys::netns_exec(&pod.netns, program.as_ref())
+        let state = self
+            .pods
+            .iter()
+            .find(|p| p.netns == pod.netns && p.spec.namespace == pod.namespace && p.spec.name == pod.name)
+            .ok_or_else(|| HarnessError::UnknownPod { namespace: pod.namespace.clone(), name: pod.name.clone() })?;
+        let command = sys::netns_exec(&pod.netns, program.as_ref())?;
+        Ok(match &state.host_cgroup {
+            Some(cgroup) => crate::host_network::in_cgroup(cgroup, &command),
+            None => command,
+        })
     }
 
     /// A command that runs `program` in the node's namespace, as a hostNetwork pod or

@@ -51,6 +51,7 @@ $cli:long_lived::one_client_port_carrying_two_connections_at_once_maps_each_with
 $cli:clock_step::
 $cli:dns::
 $cli:aborts::
+$cli:host_network::
 LIST
 # Older than the minimum: the one-line refusal.
 too_old="$out/too-old.txt"

@@ -42,6 +42,8 @@ pub struct Workload {
 pub struct PodInfo {
     /// `namespace/name`.
     pub key: Key,
+    /// metadata.uid: what names the pod's cgroups on its node.
+    pub uid: Arc<str>,
     /// Namespace.
     pub namespace: Arc<str>,
     /// Pod IPs (none for hostNetwork pods: those are the node's).
@@ -327,6 +329,11 @@ impl ClusterState {
     /// A current pod by `namespace/name`.
     pub fn pod(&self, key: &str) -> Option<&PodInfo> {
         self.pods.get(key)
+    }
+
+    /// The hostNetwork pod with this UID, if it runs on `node` now.
+    pub fn host_network_pod(&self, node: &str, uid: &str) -> Option<&PodInfo> {
+        self.pods.values().find(|p| p.host_network && &*p.uid == uid && p.node.as_deref() == Some(node))
     }
 
     /// All current pods.

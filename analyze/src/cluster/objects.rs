@@ -42,6 +42,7 @@ pub(super) fn pod_info(key: Key, pod: &Pod) -> PodInfo {
     let containers = spec.map(|s| s.containers.as_slice()).unwrap_or(&[]);
     PodInfo {
         key,
+        uid: Arc::from(meta.uid.as_deref().unwrap_or("")),
         workload: workload_of(&namespace, name, pod),
         namespace,
         ips,

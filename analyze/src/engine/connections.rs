@@ -27,14 +27,15 @@ impl Engine {
                 state.last = e.time_ns;
                 let edge = state.edge;
                 self.stats.both_ends_merged += 1;
-                self.touch(edge, e.time_ns);
-                return Applied { touched_edge: Some(edge), ..Applied::default() };
+                let applied = self.join_end(&key, edge, e);
+                self.touch(applied.touched_edge.unwrap_or(edge), e.time_ns);
+                return applied;
             }
         }
         let (edge, new) = self.edge_for(e);
         self.edges[edge as usize].connections += 1;
         self.insert_conn(key, ConnState::first_seen(e, edge, side));
-        Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
+        Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), ..Applied::default() }
     }
 
     /// A report of an open connection: its first sight when it was open before the
@@ -54,6 +55,7 @@ impl Engine {
                     state.opened |= side;
                     self.stats.both_ends_merged += 1;
                 }
+                let first_edge = state.edge;
                 state.last = e.time_ns;
                 // An end found open again starts a new window: another recording of its
                 // node, begun after this one ended, saw nothing in between (nor does
@@ -64,10 +66,15 @@ impl Engine {
                 } else {
                     count_new_bytes(&mut state.counted, e)
                 };
-                let edge = state.edge;
+                let applied = if seen_end {
+                    Applied { touched_edge: Some(first_edge), ..Applied::default() }
+                } else {
+                    self.join_end(&key, first_edge, e)
+                };
+                let edge = applied.touched_edge.unwrap_or(first_edge);
                 self.add_directed_bytes(edge, added);
                 self.touch(edge, e.time_ns);
-                return Applied { touched_edge: Some(edge), ..Applied::default() };
+                return applied;
             }
         }
         self.stats.open_before_capture += 1;
@@ -75,7 +82,7 @@ impl Engine {
         self.edges[edge as usize].connections += 1;
         let state = ConnState { counted: directed_bytes(e), ..ConnState::first_seen(e, edge, side) };
         self.insert_conn(key, state);
-        Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
+        Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), ..Applied::default() }
     }
 
     pub(super) fn on_close(&mut self, e: &ConnFacts) -> Applied {
@@ -85,15 +92,22 @@ impl Engine {
         let joinable = existing.filter(|s| {
             s.closed & side == 0 && (s.opened & side != 0 || s.opened & !s.closed != 0 || self.within(s, e.time_ns))
         });
+        let mut moved_from = None;
         let (mut state, new_edge) = match joinable {
             Some(mut state) => {
+                let mut new_edge = None;
                 if state.opened & side == 0 {
                     // The other end of a connection opened before the capture started.
                     self.stats.both_ends_merged += 1;
+                    if let Some((edge, new)) = self.claim_for_host_pod(state.edge, e) {
+                        moved_from = Some(state.edge);
+                        state.edge = edge;
+                        new_edge = new.then_some(edge);
+                    }
                 }
                 state.closed |= side;
                 state.last = e.time_ns;
-                (state, None)
+                (state, new_edge)
             }
             None => {
                 // Opened before the capture started and silent until its close (or
@@ -122,7 +136,7 @@ impl Engine {
         } else {
             self.insert_conn(key, state);
         }
-        Applied { new_edge, touched_edge: Some(edge), cluster_changed: false }
+        Applied { new_edge, touched_edge: Some(edge), moved_from, ..Applied::default() }
     }
 
     pub(super) fn on_flow(&mut self, e: &ConnFacts) -> Applied {
@@ -137,24 +151,31 @@ impl Engine {
         let key = self.conn_key(e);
         if let Some(state) = self.conns.get_mut(&key) {
             if e.time_ns.saturating_sub(state.last) <= ttl {
-                if state.opened & side == 0 {
+                let joins = state.opened & side == 0;
+                if joins {
                     state.opened |= side;
                     self.stats.both_ends_merged += 1;
                 }
                 state.last = e.time_ns;
-                let (edge, owner) = (state.edge, state.owner);
+                let (first_edge, owner) = (state.edge, state.owner);
+                let applied = if joins {
+                    self.join_end(&key, first_edge, e)
+                } else {
+                    Applied { touched_edge: Some(first_edge), ..Applied::default() }
+                };
+                let edge = applied.touched_edge.unwrap_or(first_edge);
                 if owner == e.side {
                     self.add_bytes(edge, e);
                 }
                 self.touch(edge, e.time_ns);
-                return Applied { touched_edge: Some(edge), ..Applied::default() };
+                return applied;
             }
         }
         let (edge, new) = self.edge_for(e);
         self.edges[edge as usize].connections += 1;
         self.add_bytes(edge, e);
         self.insert_conn(key, ConnState::first_seen(e, edge, side));
-        Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
+        Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), ..Applied::default() }
     }
 
     /// Which connection an event belongs to. A client port's first live connection is
@@ -199,6 +220,23 @@ impl Engine {
             to_server
         } else {
             base
+        }
+    }
+
+    /// An end joining the connection at `key`, counted on `edge` so far: the edge it
+    /// is counted on from now on (another when it moves to a hostNetwork pod).
+    fn join_end(&mut self, key: &ConnKey, edge: EdgeId, e: &ConnFacts) -> Applied {
+        let Some((moved_to, new)) = self.claim_for_host_pod(edge, e) else {
+            return Applied { touched_edge: Some(edge), ..Applied::default() };
+        };
+        if let Some(state) = self.conns.get_mut(key) {
+            state.edge = moved_to;
+        }
+        Applied {
+            new_edge: new.then_some(moved_to),
+            touched_edge: Some(moved_to),
+            moved_from: Some(edge),
+            ..Applied::default()
         }
     }
 

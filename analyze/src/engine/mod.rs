@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use hashbrown::HashMap;
 use slab::Slab;
 use smap_replay::{
-    ConnFacts, ConnKind, ConnRecord, DnsAnswer, Event, ObjectEvent, ProcessName, Protocol, Side, TimeNs,
+    ConnFacts, ConnKind, ConnRecord, DnsAnswer, Event, ObjectEvent, PodCgroup, ProcessName, Protocol, Side, TimeNs,
 };
 
 use crate::cluster::{Changed, ClusterState};
@@ -20,6 +20,7 @@ use crate::resolve::{is_local, resolve_destination, resolve_source, EntityRef};
 use crate::topology::{BuildStats, Failures};
 
 mod connections;
+mod host_pods;
 mod retention;
 
 pub use self::retention::{Footprint, Forgotten};
@@ -85,6 +86,8 @@ pub struct Applied {
     pub new_edge: Option<EdgeId>,
     /// The edge whose counters changed.
     pub touched_edge: Option<EdgeId>,
+    /// An edge a connection moved off (to `touched_edge`): its counters went down.
+    pub moved_from: Option<EdgeId>,
     /// Kubernetes state changed.
     pub cluster_changed: bool,
 }
@@ -103,6 +106,8 @@ pub struct Engine {
     destination_cache: HashMap<IpAddr, Vec<(u16, EntityId, u16)>>,
     /// What each client resolved by DNS, for naming the outside addresses it dials.
     dns_names: DnsNames,
+    /// Which pod each pod cgroup is, for traffic from the node's own address.
+    host_pods: host_pods::HostPods,
     window: Option<(TimeNs, TimeNs)>,
     stats: BuildStats,
     object_versions: ObjectVersions,
@@ -139,6 +144,7 @@ impl Engine {
             source_cache: HashMap::new(),
             destination_cache: HashMap::new(),
             dns_names: DnsNames::new(grace),
+            host_pods: host_pods::HostPods::default(),
             window: None,
             stats: BuildStats::default(),
             object_versions: ObjectVersions::default(),
@@ -212,7 +218,14 @@ impl Engine {
             Event::Object(object) => self.apply_object(object),
             Event::Conn(conn) => self.apply_conn(&conn.facts()),
             Event::Dns(answer) => self.apply_dns(answer),
+            Event::Cgroup(cgroup) => self.apply_cgroup(cgroup),
         }
+    }
+
+    fn apply_cgroup(&mut self, cgroup: &PodCgroup) -> Applied {
+        self.stats.pod_cgroups += 1;
+        self.host_pods.learn(cgroup);
+        Applied::default()
     }
 
     fn apply_dns(&mut self, answer: &DnsAnswer) -> Applied {
@@ -227,7 +240,11 @@ impl Engine {
             self.stats.duplicate_objects += 1;
             return Applied::default();
         }
-        match self.cluster.apply(object) {
+        let changed = self.cluster.apply(object);
+        if changed != Changed::Nothing {
+            self.host_pods.cluster_changed();
+        }
+        match changed {
             Changed::Nothing => {}
             Changed::Everything => {
                 self.source_cache.clear();
@@ -273,7 +290,7 @@ impl Engine {
                 stats.failed += 1;
                 stats.failures.count(e.error);
                 stats.last_seen = stats.last_seen.max(e.time_ns);
-                Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), cluster_changed: false }
+                Applied { new_edge: new.then_some(edge), touched_edge: Some(edge), ..Applied::default() }
             }
             ConnKind::TcpConnect | ConnKind::TcpAccept => self.on_open(e),
             ConnKind::TcpExisting | ConnKind::TcpProgress | ConnKind::TcpOpenAtEnd => self.on_report(e),
@@ -286,6 +303,9 @@ impl Engine {
     /// its time: an outside address the client resolved by DNS is that name.
     fn server_of(&mut self, e: &ConnFacts) -> (EntityId, u16) {
         let (destination, port) = self.destination_entity(&e.dst_ip, e.dst_port);
+        if let Some(pod) = self.host_pod_reporting(e, destination, Side::Server) {
+            return pod;
+        }
         let outside = matches!(self.entities.get(destination as usize), Some(EntityRef::External { .. }));
         if !outside {
             return (destination, port);
@@ -316,8 +336,16 @@ impl Engine {
 
     fn edge_for(&mut self, e: &ConnFacts) -> (EdgeId, bool) {
         let source = self.source_entity(&e.src_ip);
+        let source = match self.host_pod_reporting(e, source, Side::Client) {
+            Some((pod, _)) => pod,
+            None => source,
+        };
         let (destination, port) = self.server_of(e);
-        let key = EdgeKey { source, destination, protocol: e.kind.protocol(), port };
+        self.edge_with_key(EdgeKey { source, destination, protocol: e.kind.protocol(), port }, e)
+    }
+
+    /// The edge of `key`, made at `e`'s time if new.
+    fn edge_with_key(&mut self, key: EdgeKey, e: &ConnFacts) -> (EdgeId, bool) {
         if let Some(id) = self.edge_ids.get(&key) {
             let stats = &mut self.edges[*id as usize];
             stats.last_seen = stats.last_seen.max(e.time_ns);

@@ -326,6 +326,8 @@ impl Emitter {
             Event::Object(object) => self.on_object(object),
             // A name matters once a connection uses it, which the engine resolves.
             Event::Dns(_) => {}
+            // Likewise which pod a cgroup is.
+            Event::Cgroup(_) => {}
             Event::Conn(conn) => {
                 // Replay order puts objects before connections at equal times: the
                 // Kubernetes changes of this instant are complete.
@@ -679,6 +681,10 @@ impl Emitter {
             let now = self.now();
             self.emit(out, now, ChangeData::NetworkConnection(data));
         }
+        // Off the old edge first, so a moved connection is never counted twice.
+        if let Some(edge) = applied.moved_from {
+            self.on_edge(engine, edge, out);
+        }
         if let Some(edge) = applied.touched_edge {
             self.on_edge(engine, edge, out);
         }
@@ -700,12 +706,17 @@ impl Emitter {
         }
         let cached = &mut self.edges[edge as usize];
         let delta = traffic.since(&cached.traffic);
+        // Counters only grow, but for a connection that moved to another edge.
+        let moved_off = cached.traffic.since(&traffic);
         cached.traffic = traffic;
-        *self.counters.connections_tracked.entry(key.protocol.as_str()).or_default() += delta.connections;
+        let tracked = self.counters.connections_tracked.entry(key.protocol.as_str()).or_default();
+        *tracked = (*tracked + delta.connections).saturating_sub(moved_off.connections);
 
         let pair = match cached.pair {
             Some(pair) => {
-                self.pairs[pair as usize].traffic.add(&delta);
+                let pair_traffic = &mut self.pairs[pair as usize].traffic;
+                pair_traffic.add(&delta);
+                *pair_traffic = pair_traffic.since(&moved_off);
                 pair
             }
             None => {

@@ -12,6 +12,7 @@ mod entry;
 mod events;
 mod failures;
 mod frames;
+mod host_network;
 mod ingress;
 mod open_connections;
 mod port_reuse;

@@ -12,7 +12,14 @@ use crate::object;
 pub(crate) const T0: i64 = 1_767_225_600_000_000_000;
 pub(crate) const MS: i64 = 1_000_000;
 
-fn pod_json(ns: &str, name: &str, ip: &str, labels: Value, owner: Option<(&str, &str)>, ready: bool) -> Value {
+pub(crate) fn pod_json(
+    ns: &str,
+    name: &str,
+    ip: &str,
+    labels: Value,
+    owner: Option<(&str, &str)>,
+    ready: bool,
+) -> Value {
     let mut v = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "labels": labels},

@@ -224,6 +224,8 @@ pub struct KernelCapture {
     attached: Vec<&'static str>,
     skipped: Vec<SkippedHook>,
     udp_path: UdpPath,
+    /// The cgroup2 directory the hooks attached to.
+    cgroup_root: Option<PathBuf>,
     /// Owns the programs and their links (dropping it detaches them).
     ebpf: Ebpf,
 }
@@ -369,6 +371,7 @@ impl KernelCapture {
             attached,
             skipped,
             udp_path,
+            cgroup_root: cgroup,
             ebpf,
         })
     }
@@ -381,6 +384,12 @@ impl KernelCapture {
     /// Optional hooks that could not be attached.
     pub fn skipped(&self) -> &[SkippedHook] {
         &self.skipped
+    }
+
+    /// The cgroup2 hierarchy the socket hooks attached to (every process's cgroup is
+    /// below it); `None` without a cgroup2 mount.
+    pub fn cgroup_root(&self) -> Option<&Path> {
+        self.cgroup_root.as_deref()
     }
 
     /// How UDP datagrams are seen on this kernel.

@@ -11,6 +11,7 @@ mod e2e;
 mod entry;
 mod exports;
 mod grafana;
+mod host_network;
 mod ingress;
 mod kernels;
 mod logs;

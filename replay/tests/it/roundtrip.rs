@@ -133,6 +133,7 @@ fn the_facts_merge_gives_the_full_merge_in_the_same_order() {
             Event::Conn(c) => Event::Conn(c.facts()),
             Event::Object(o) => Event::Object(o),
             Event::Dns(d) => Event::Dns(d),
+            Event::Cgroup(c) => Event::Cgroup(c),
         })
         .collect();
     let facts: Vec<_> = MergedEvents::facts(&recordings, vec![]).unwrap().map(Result::unwrap).collect();
@@ -176,7 +177,7 @@ fn dns_answers_round_trip_and_merge_between_objects_and_connections() {
     writer.write_object(&o).unwrap();
     let meta = writer.finish(&LossCounters::default()).unwrap();
     assert_eq!(meta.counters.dns_answers, 1500);
-    assert_eq!(meta.schema_version, 3);
+    assert_eq!(meta.schema_version, 4);
 
     let recording = Recording::open(&path).unwrap();
     assert_eq!(recording.segments().filter(|p| p.to_string_lossy().contains("/dns-")).count(), 2);
@@ -185,5 +186,41 @@ fn dns_answers_round_trip_and_merge_between_objects_and_connections() {
     // At one instant: the object, then the answer, then the connection.
     let merged: Vec<_> = MergedEvents::new(&[recording], vec![]).unwrap().map(Result::unwrap).collect();
     let at: Vec<u8> = merged.iter().filter(|e| e.time_ns() == conn(10).time_ns).map(Event::rank).collect();
-    assert_eq!(at, [0, 1, 2]);
+    assert_eq!(at, [0, 2, 3]);
+}
+
+#[test]
+fn pod_cgroups_round_trip_and_merge_before_the_traffic_they_explain() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rec");
+    let mut writer = RecordingWriter::create(&path, RecordingMeta::new("capture", "n", ""), small_segments()).unwrap();
+    let cgroups: Vec<_> = (0..1500)
+        .map(|i| smap_replay::PodCgroup {
+            time_ns: conn(i).time_ns,
+            node: Arc::from(format!("node-{}", i % 3)),
+            cgroup_id: 4000 + i,
+            path: Arc::from(format!("/kubepods/besteffort/pod0f3c2a1e-5b6d-4e7f-8a9b-{i:012}/c{i}")),
+        })
+        .collect();
+    for c in &cgroups {
+        writer.write_event(&Event::from(c.clone())).unwrap();
+    }
+    // At one instant, written in the wrong order on purpose: the merge orders them.
+    writer.write_conn(&conn(10)).unwrap();
+    writer.write_dns(&dns_answer(10)).unwrap();
+    let mut o = object(0);
+    o.time_ns = conn(10).time_ns;
+    writer.write_object(&o).unwrap();
+    let meta = writer.finish(&LossCounters::default()).unwrap();
+    assert_eq!(meta.counters.pod_cgroups, 1500);
+
+    let recording = Recording::open(&path).unwrap();
+    assert_eq!(recording.segments().filter(|p| p.to_string_lossy().contains("/cgroups-")).count(), 2);
+    let read: Vec<_> = recording.pod_cgroups().map(Result::unwrap).collect();
+    assert_eq!(read, cgroups);
+    assert_eq!(read[7].pod_uid().as_deref(), Some("0f3c2a1e-5b6d-4e7f-8a9b-000000000007"));
+    let merged: Vec<_> = MergedEvents::new(&[recording], vec![]).unwrap().map(Result::unwrap).collect();
+    let at: Vec<u8> = merged.iter().filter(|e| e.time_ns() == conn(10).time_ns).map(Event::rank).collect();
+    assert_eq!(at, [0, 1, 2, 3], "objects, the cgroup, the answer, then the connection");
 }
