@@ -39,10 +39,11 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     #[expect(clippy::print_stdout, reason = "the command's one-line result")]
     {
         println!(
-            "captured {} events ({} connections, {} DNS answers, {} Kubernetes objects) in {:.1}s into {}; dropped {}, evicted {}{}",
+            "captured {} events ({} connections, {} DNS answers, {} pod cgroups, {} Kubernetes objects) in {:.1}s into {}; dropped {}, evicted {}{}",
             summary.conn_events,
             summary.connections,
             summary.dns_answers,
+            summary.pod_cgroups,
             summary.object_events,
             summary.elapsed.as_secs_f64(),
             args.out.display(),
