@@ -155,11 +155,11 @@ fn bad_inputs_fail_with_one_clear_line_and_exit_2() {
 
     let future = copy("future");
     let meta = future.join("recording.json");
-    let text = std::fs::read_to_string(&meta).unwrap().replace("\"schema_version\": 1", "\"schema_version\": 4");
+    let text = std::fs::read_to_string(&meta).unwrap().replace("\"schema_version\": 1", "\"schema_version\": 5");
     std::fs::write(&meta, text).unwrap();
     assert_input_error(
         &smap(&["build", future.to_str().unwrap()]),
-        "schema version 4 is not supported (this smap reads versions 1 to 3)",
+        "schema version 5 is not supported (this smap reads versions 1 to 4)",
     );
 
     std::fs::write(path("bad.json"), "{\"kind\": \"List\", \"items\": [").unwrap();
