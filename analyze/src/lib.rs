@@ -13,6 +13,7 @@ pub mod engine;
 pub mod events;
 pub mod export;
 pub mod html;
+pub mod netpol;
 mod object_versions;
 pub mod render;
 pub mod resolve;

@@ -46,6 +46,12 @@ pub enum Command {
     /// against a baseline and policy checks. Exit 0 clean, 1 violations (or findings
     /// given to --fail-on), 2 usage or input error.
     Analyze(AnalyzeArgs),
+    /// Kubernetes NetworkPolicies against observed traffic.
+    Netpol {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: NetpolCommand,
+    },
     /// Load the eBPF programs and record connections and Kubernetes state (needs root).
     Capture(CaptureArgs),
     /// Run the engine live (needs root): stream change events (NDJSON), serve /healthz,
@@ -58,6 +64,47 @@ pub enum Command {
     },
     /// Print the man page (roff): `smap man > smap.1; man ./smap.1`.
     Man,
+}
+
+/// `smap netpol` commands.
+#[derive(Debug, Subcommand)]
+pub enum NetpolCommand {
+    /// Which observed connections NetworkPolicies would deny, and which of their rules
+    /// no observed traffic used. Exit 0 nothing denied, 1 denials, 2 usage or input error.
+    Check(NetpolCheckArgs),
+}
+
+/// `smap netpol check`.
+#[derive(Debug, Args)]
+pub struct NetpolCheckArgs {
+    /// Recording directories (e.g. one per node).
+    #[arg(required = true, value_name = "RECORDING")]
+    pub recordings: Vec<PathBuf>,
+    /// `kubectl get ... -o json` output to use as the Kubernetes state at their start.
+    #[arg(long, value_name = "FILE")]
+    pub k8s_from: Vec<PathBuf>,
+    /// Policies to judge instead of the recordings' own (as of the end of the window):
+    /// YAML manifests (several documents each), `kubectl get networkpolicies -A -o
+    /// json` output, or directories of them (`*.yaml`, `*.yml`, `*.json`).
+    #[arg(long, value_name = "FILE_OR_DIR")]
+    pub policies: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = NetpolFormat::Text)]
+    pub format: NetpolFormat,
+    /// Write here instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// How `smap netpol check` writes its report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NetpolFormat {
+    /// Lines for a terminal or a CI log.
+    Text,
+    /// The report as JSON (`denied`, `unused_rules`...).
+    Json,
+    /// Markdown for a pull request comment.
+    Markdown,
 }
 
 /// Who may read the map of `smap watch`.

@@ -57,6 +57,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Build(args) => cmd::build::run(args),
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
+        Command::Netpol { command: cli::NetpolCommand::Check(args) } => cmd::netpol::check(args),
         Command::Capture(args) => cmd::capture::run(args),
         Command::Watch(args) => cmd::watch::run(args),
         Command::Completions { shell } => {

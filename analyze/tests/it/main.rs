@@ -14,6 +14,7 @@ mod failures;
 mod frames;
 mod host_network;
 mod ingress;
+mod netpol;
 mod open_connections;
 mod port_reuse;
 mod resolution;

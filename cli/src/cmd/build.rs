@@ -149,7 +149,7 @@ pub fn build_events(
 }
 
 /// Opens recordings and reads `--k8s-from` snapshots, stamped at the recordings' start.
-fn open_input(recordings: &[impl AsRef<Path>], k8s_from: &[impl AsRef<Path>]) -> anyhow::Result<BuildInput> {
+pub(crate) fn open_input(recordings: &[impl AsRef<Path>], k8s_from: &[impl AsRef<Path>]) -> anyhow::Result<BuildInput> {
     let mut opened = Vec::new();
     for path in recordings {
         let path = path.as_ref();

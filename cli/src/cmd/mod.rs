@@ -4,5 +4,6 @@ pub mod analyze;
 pub mod build;
 pub mod capture;
 pub mod k8s;
+pub mod netpol;
 pub mod simulate;
 pub mod watch;

@@ -17,6 +17,7 @@ mod kernels;
 mod logs;
 mod long_lived;
 mod map_page;
+mod netpol;
 mod processes;
 mod prometheus;
 mod stall;

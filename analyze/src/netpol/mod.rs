@@ -1,0 +1,50 @@
+//! Kubernetes NetworkPolicies against observed traffic: which observed connections a
+//! set of policies would deny, and which of their rules nothing used.
+//!
+//! [`policy`] reads policies strictly, [`selector`] and [`evaluate`] hold the
+//! Kubernetes semantics, [`observe`] turns a replay into the flows policies judge, and
+//! [`check`] is the report.
+
+pub mod check;
+pub mod evaluate;
+pub mod observe;
+pub mod policy;
+pub mod selector;
+
+use smap_replay::MergedEvents;
+
+pub use check::CheckReport;
+pub use policy::{parse_policies, Policy, PolicyError};
+
+use crate::build::BuildInput;
+
+/// Why a check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetpolError {
+    /// A recording could not be read.
+    #[error(transparent)]
+    Replay(#[from] smap_replay::ReplayError),
+    /// A policy could not be read.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// Replays `input` and judges what it observed against `policies`, or against the
+/// recordings' own NetworkPolicies as of the end of the window when `None`.
+pub fn check(input: BuildInput, policies: Option<Vec<Policy>>) -> Result<CheckReport, NetpolError> {
+    let nodes = input.recordings.iter().map(|r| r.meta().node.clone()).collect::<Vec<_>>();
+    let mut observer = observe::Observer::new(nodes);
+    for event in MergedEvents::facts(&input.recordings, input.snapshot)? {
+        observer.apply(&event?);
+    }
+    let observed = observer.finish();
+    let policies = match policies {
+        Some(policies) => policies,
+        None => observed
+            .policies
+            .values()
+            .map(|value| policy::policy_from_value("the recording", value.clone()))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(CheckReport::judge(&policies, &observed.namespaces, &observed.flows))
+}

@@ -1,0 +1,71 @@
+//! `smap netpol check`: recordings replayed against NetworkPolicies, to a report and an
+//! exit code for CI.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use smap_analyze::netpol::{self, parse_policies, Policy};
+
+use crate::cli::{NetpolCheckArgs, NetpolFormat};
+use crate::cmd::build::open_input;
+use crate::output::write_output;
+
+/// Exit code when observed traffic would be denied.
+const EXIT_DENIED: u8 = 1;
+
+pub fn check(args: NetpolCheckArgs) -> anyhow::Result<ExitCode> {
+    let policies = if args.policies.is_empty() {
+        None
+    } else {
+        let mut all = Vec::new();
+        for path in &args.policies {
+            all.extend(read_policies(path).context("reading --policies")?);
+        }
+        Some(all)
+    };
+    let input = open_input(&args.recordings, &args.k8s_from)?;
+    let report = netpol::check(input, policies).context("checking NetworkPolicies")?;
+    let text = match args.format {
+        NetpolFormat::Text => report.text(),
+        NetpolFormat::Json => {
+            let mut json = serde_json::to_string_pretty(&report).context("writing the report")?;
+            json.push('\n');
+            json
+        }
+        NetpolFormat::Markdown => report.markdown(),
+    };
+    write_output(args.output.as_deref(), &text)?;
+    if report.denied.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    #[expect(clippy::print_stderr, reason = "the verdict, for CI logs whatever the format and destination")]
+    {
+        eprintln!("smap netpol check: {} observed dependencies would be denied", report.denied.len());
+    }
+    Ok(ExitCode::from(EXIT_DENIED))
+}
+
+/// The policies in a file, or in the YAML and JSON files of a directory (sorted by name).
+fn read_policies(path: &Path) -> anyhow::Result<Vec<Policy>> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut files = Vec::new();
+        for entry in fs_err::read_dir(path)? {
+            let file = entry?.path();
+            let known = file.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+            if known && file.is_file() {
+                files.push(file);
+            }
+        }
+        files.sort();
+        files
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut policies = Vec::new();
+    for file in files {
+        let text = fs_err::read_to_string(&file)?;
+        policies.extend(parse_policies(&file.display().to_string(), &text)?);
+    }
+    Ok(policies)
+}
