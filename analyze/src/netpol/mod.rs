@@ -3,7 +3,7 @@
 //!
 //! [`policy`] reads policies strictly, [`selector`] and [`evaluate`] hold the
 //! Kubernetes semantics, [`observe`] turns a replay into the flows policies judge, and
-//! [`check`] is the report.
+//! [`mod@check`] is the report.
 
 pub mod check;
 pub mod evaluate;
