@@ -72,6 +72,29 @@ pub enum NetpolCommand {
     /// Which observed connections NetworkPolicies would deny, and which of their rules
     /// no observed traffic used. Exit 0 nothing denied, 1 denials, 2 usage or input error.
     Check(NetpolCheckArgs),
+    /// NetworkPolicy YAML allowing exactly the observed traffic: one policy per
+    /// workload, ingress (and with --egress, egress and DNS).
+    Generate(NetpolGenerateArgs),
+}
+
+/// `smap netpol generate`.
+#[derive(Debug, Args)]
+pub struct NetpolGenerateArgs {
+    /// Recording directories (e.g. one per node).
+    #[arg(required = true, value_name = "RECORDING")]
+    pub recordings: Vec<PathBuf>,
+    /// `kubectl get ... -o json` output to use as the Kubernetes state at their start.
+    #[arg(long, value_name = "FILE")]
+    pub k8s_from: Vec<PathBuf>,
+    /// Only policies for workloads of this namespace.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Restrict egress too: to the observed destinations and the cluster's DNS.
+    #[arg(long)]
+    pub egress: bool,
+    /// Write here instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `smap netpol check`.
@@ -270,6 +293,11 @@ pub struct AnalyzeArgs {
     /// A policy file (YAML, see docs/analyze.md) to check.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// With recording inputs: Kubernetes NetworkPolicies (files or directories, as
+    /// `smap netpol check --policies` takes them) to judge against the observed
+    /// connections; any denial fails the gate.
+    #[arg(long, value_name = "FILE_OR_DIR")]
+    pub policies: Vec<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = AnalyzeFormat::Text)]
     pub format: AnalyzeFormat,

@@ -58,6 +58,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Netpol { command: cli::NetpolCommand::Check(args) } => cmd::netpol::check(args),
+        Command::Netpol { command: cli::NetpolCommand::Generate(args) } => cmd::netpol::generate(args),
         Command::Capture(args) => cmd::capture::run(args),
         Command::Watch(args) => cmd::watch::run(args),
         Command::Completions { shell } => {

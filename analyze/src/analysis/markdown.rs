@@ -27,6 +27,7 @@ pub fn render(report: &Report, top: usize) -> String {
         rows.push(vec![label.to_owned(), format!("{count}{}", if failed { " ❌" } else { "" })]);
     };
     row("Policy violations", Some(Check::Violations), summary.violations);
+    row("NetworkPolicy denials", Some(Check::NetworkPolicies), summary.network_policy_denials);
     row("Circular dependencies", Some(Check::Cycles), Some(summary.cycles));
     row("Single points of failure", Some(Check::Spof), Some(summary.single_points_of_failure));
     row("Orphaned services", Some(Check::Orphans), Some(summary.orphans));
@@ -43,6 +44,25 @@ pub fn render(report: &Report, top: usize) -> String {
         heading(&mut out, "Policy violations");
         let rows = policy.violations.iter().map(|v| vec![code(&v.rule), cell(&v.message)]).collect();
         out.push_str(&table(&["Rule", "Violation"], rows));
+    }
+
+    if let Some(netpol) = report.network_policies.as_ref().filter(|n| !n.denied.is_empty()) {
+        heading(&mut out, "Observed traffic NetworkPolicies would deny");
+        let rows = netpol
+            .denied
+            .iter()
+            .map(|d| {
+                vec![
+                    d.direction.as_str().to_owned(),
+                    code(&d.source),
+                    code(&d.destination),
+                    format!("{}/{}", d.protocol.to_lowercase(), d.port),
+                    d.connections.to_string(),
+                    d.policies.iter().map(|p| code(p)).collect::<Vec<_>>().join(", "),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["Direction", "Source", "Destination", "Port", "Connections", "Isolated by"], rows));
     }
 
     if let Some(diff) = report.diff.as_ref().filter(|diff| !diff.is_empty()) {

@@ -69,6 +69,8 @@ pub enum Check {
     Changes,
     /// Dependencies not in the baseline.
     NewDependencies,
+    /// Observed traffic NetworkPolicies would deny.
+    NetworkPolicies,
 }
 
 impl Check {
@@ -84,6 +86,7 @@ impl Check {
             Check::Failures => "failures",
             Check::Changes => "changes",
             Check::NewDependencies => "new-dependencies",
+            Check::NetworkPolicies => "network-policies",
         }
     }
 
@@ -172,6 +175,7 @@ pub fn analyze(
         dependencies,
         diff,
         policy: violations.map(|violations| report::PolicyReport { violations }),
+        network_policies: None,
     };
     report.summary = Summary::of(&report, topology.services.len(), graph.graph.edge_count());
     report.gate = Gate::of(&report, &options.fail_on);

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use crate::netpol::CheckReport;
 use crate::render::Highlights;
 use crate::topology::Window;
 
@@ -48,6 +49,9 @@ pub struct Report {
     pub diff: Option<Diff>,
     /// Policy results, with `--policy`.
     pub policy: Option<PolicyReport>,
+    /// NetworkPolicies judged against the observed traffic, with `--policies`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_policies: Option<CheckReport>,
 }
 
 /// The results of a policy.
@@ -86,6 +90,9 @@ pub struct Summary {
     pub new_dependencies: Option<usize>,
     /// Policy violations (`null` without a policy).
     pub violations: Option<usize>,
+    /// Observed dependencies NetworkPolicies would deny (absent without `--policies`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_policy_denials: Option<usize>,
 }
 
 impl Summary {
@@ -113,6 +120,7 @@ impl Summary {
             }),
             new_dependencies: diff.map(|diff| diff.dependencies_added.len()),
             violations: report.policy.as_ref().map(|policy| policy.violations.len()),
+            network_policy_denials: report.network_policies.as_ref().map(|n| n.denied.len()),
         }
     }
 
@@ -128,6 +136,7 @@ impl Summary {
             Check::Failures => self.failing_edges,
             Check::Changes => return self.changes,
             Check::NewDependencies => return self.new_dependencies,
+            Check::NetworkPolicies => return self.network_policy_denials,
         })
     }
 }
@@ -155,6 +164,7 @@ impl Gate {
     pub fn of(report: &Report, fail_on: &BTreeSet<Check>) -> Gate {
         let mut checks = fail_on.clone();
         checks.insert(Check::Violations);
+        checks.insert(Check::NetworkPolicies);
         let failed: Vec<Check> =
             checks.into_iter().filter(|check| report.summary.count(*check).unwrap_or(0) > 0).collect();
         Gate { passed: failed.is_empty(), fail_on: fail_on.iter().copied().collect(), failed }
@@ -162,6 +172,17 @@ impl Gate {
 }
 
 impl Report {
+    /// Adds the NetworkPolicy findings (which need the recordings, not the topology),
+    /// counted and gated like the rest: a denial fails the gate.
+    pub fn with_network_policies(mut self, findings: CheckReport) -> Report {
+        self.network_policies = Some(findings);
+        let (services, dependencies) = (self.summary.services, self.summary.dependencies);
+        self.summary = Summary::of(&self, services, dependencies);
+        let fail_on = self.gate.fail_on.iter().copied().collect();
+        self.gate = Gate::of(&self, &fail_on);
+        self
+    }
+
     /// Pretty, deterministic JSON with a trailing newline.
     pub fn to_json(&self) -> String {
         // Plain structs, strings and finite numbers: serializing cannot fail.

@@ -11,7 +11,7 @@ use super::observe::Flow;
 use super::policy::Policy;
 
 /// The report.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct CheckReport {
     /// The policies judged, `namespace/name`.
     pub policies: Vec<String>,
@@ -131,13 +131,13 @@ impl CheckReport {
             for d in &self.denied {
                 let _ = writeln!(
                     out,
-                    "  {} {} -> {} {}/{}: {} connections; isolated by {}",
-                    direction(d.direction),
+                    "  {} {} -> {} {}/{}: {}; isolated by {}",
+                    d.direction.as_str(),
                     d.source,
                     d.destination,
                     d.protocol.to_lowercase(),
                     d.port,
-                    d.connections,
+                    connections(d.connections),
                     d.policies.join(", ")
                 );
             }
@@ -145,7 +145,7 @@ impl CheckReport {
         if !self.unused_rules.is_empty() {
             let _ = writeln!(out, "rules no observed traffic used: {}", self.unused_rules.len());
             for r in &self.unused_rules {
-                let _ = writeln!(out, "  {} {}[{}]", r.policy, direction(r.direction), r.rule);
+                let _ = writeln!(out, "  {} {}[{}]", r.policy, r.direction.as_str(), r.rule);
             }
         }
         out
@@ -164,7 +164,7 @@ impl CheckReport {
                 let _ = writeln!(
                     out,
                     "| {} | `{}` | `{}` | {}/{} | {} | {} |",
-                    direction(d.direction),
+                    d.direction.as_str(),
                     d.source,
                     d.destination,
                     d.protocol.to_lowercase(),
@@ -177,17 +177,10 @@ impl CheckReport {
         if !self.unused_rules.is_empty() {
             out.push_str("\nRules no observed traffic used:\n\n");
             for r in &self.unused_rules {
-                let _ = writeln!(out, "- `{}` {}[{}]", r.policy, direction(r.direction), r.rule);
+                let _ = writeln!(out, "- `{}` {}[{}]", r.policy, r.direction.as_str(), r.rule);
             }
         }
         out
-    }
-}
-
-fn direction(d: Direction) -> &'static str {
-    match d {
-        Direction::Ingress => "ingress",
-        Direction::Egress => "egress",
     }
 }
 
@@ -201,5 +194,14 @@ fn name(end: &End) -> String {
 fn add_sorted(list: &mut Vec<String>, item: String) {
     if let Err(at) = list.binary_search(&item) {
         list.insert(at, item);
+    }
+}
+
+/// `1 connection`, `2 connections`.
+pub(super) fn connections(n: u64) -> String {
+    if n == 1 {
+        "1 connection".to_owned()
+    } else {
+        format!("{n} connections")
     }
 }

@@ -11,7 +11,8 @@ use smap_analyze::render::{to_dot, to_mermaid};
 use smap_analyze::Topology;
 
 use crate::cli::{AnalyzeArgs, AnalyzeFormat, FailOn};
-use crate::cmd::build::{build, load_config, page_title};
+use crate::cmd::build::{build, load_config, open_input, page_title};
+use crate::cmd::netpol::read_policies;
 use crate::output::write_output;
 
 /// Exit code when the gate fails: policy violations or findings given to `--fail-on`.
@@ -37,7 +38,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         },
         fail_on: args.fail_on.iter().map(|check| to_check(*check)).collect(),
     };
-    let report = analyze(&topology, baseline.as_ref(), policy.as_ref(), &options)?;
+    let mut report = analyze(&topology, baseline.as_ref(), policy.as_ref(), &options)?;
+    if !args.policies.is_empty() {
+        report = report.with_network_policies(network_policies(&args)?);
+    }
     let text = match args.format {
         AnalyzeFormat::Text => report.to_text(args.top),
         AnalyzeFormat::Json => report.to_json(),
@@ -61,6 +65,19 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("smap analyze: failed on {}", failed_checks(&report));
     }
     Ok(ExitCode::from(EXIT_GATE_FAILED))
+}
+
+/// The NetworkPolicy findings: the recordings replayed once more, at pod level.
+fn network_policies(args: &AnalyzeArgs) -> anyhow::Result<smap_analyze::netpol::CheckReport> {
+    if !args.inputs.iter().all(|path| path.is_dir()) {
+        bail!("--policies needs recording directories: NetworkPolicies are judged against the observed connections");
+    }
+    let mut policies = Vec::new();
+    for path in &args.policies {
+        policies.extend(read_policies(path).context("reading --policies")?);
+    }
+    let input = open_input(&args.inputs, &args.k8s_from)?;
+    smap_analyze::netpol::check(input, Some(policies)).context("checking NetworkPolicies")
 }
 
 /// One topology file, or recording directories built into one topology.

@@ -1,13 +1,13 @@
-//! `smap netpol check`: recordings replayed against NetworkPolicies, to a report and an
-//! exit code for CI.
+//! `smap netpol check` and `smap netpol generate`: recordings replayed against
+//! NetworkPolicies, to a report and an exit code for CI, or to policies.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use smap_analyze::netpol::{self, parse_policies, Policy};
+use smap_analyze::netpol::{self, parse_policies, GenerateOptions, Policy};
 
-use crate::cli::{NetpolCheckArgs, NetpolFormat};
+use crate::cli::{NetpolCheckArgs, NetpolFormat, NetpolGenerateArgs};
 use crate::cmd::build::open_input;
 use crate::output::write_output;
 
@@ -46,8 +46,16 @@ pub fn check(args: NetpolCheckArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(EXIT_DENIED))
 }
 
+pub fn generate(args: NetpolGenerateArgs) -> anyhow::Result<ExitCode> {
+    let input = open_input(&args.recordings, &args.k8s_from)?;
+    let observed = netpol::observe(input).context("replaying the recordings")?;
+    let options = GenerateOptions { namespace: args.namespace, egress: args.egress };
+    write_output(args.output.as_deref(), &netpol::generate(&observed, &options))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The policies in a file, or in the YAML and JSON files of a directory (sorted by name).
-fn read_policies(path: &Path) -> anyhow::Result<Vec<Policy>> {
+pub(crate) fn read_policies(path: &Path) -> anyhow::Result<Vec<Policy>> {
     let files: Vec<PathBuf> = if path.is_dir() {
         let mut files = Vec::new();
         for entry in fs_err::read_dir(path)? {
