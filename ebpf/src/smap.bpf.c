@@ -117,7 +117,8 @@ static __always_inline void leader_comm(char *comm)
  * iterator). 0 on kernels without socket cgroup data. */
 static __always_inline __u64 sk_cgroup_id(const struct sock *sk)
 {
-	if (!bpf_core_field_exists(sk->sk_cgrp_data))
+	/* Before 5.15 sock_cgroup_data is a union without this member. */
+	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
 		return 0;
 	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 }

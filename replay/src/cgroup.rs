@@ -10,7 +10,9 @@
 ///
 /// `None` for any other cgroup (system services, the kubelet itself).
 pub fn pod_uid(path: &str) -> Option<String> {
-    if !path.split('/').any(|s| s == "kubepods" || s == "kubepods.slice") {
+    // Under kubelet's root (`kubepods`, or `kubelet-kubepods.slice` where kubelet's
+    // cgroupRoot is `/kubelet`, as kind sets it).
+    if !path.split('/').any(|s| s == "kubepods" || s.ends_with("kubepods.slice")) {
         return None;
     }
     path.split('/').find_map(|segment| {
@@ -45,9 +47,12 @@ mod tests {
         assert_eq!(pod_uid(guaranteed).as_deref(), Some(UID));
         let burstable = format!("/kubepods/burstable/pod{UID}/4f1d9c");
         assert_eq!(pod_uid(&burstable).as_deref(), Some(UID));
-        // Under a container runtime's own parent (kind, k3s in docker).
+        // Under a container runtime's own parent (k3s in docker).
         let nested = format!("/system.slice/docker-1.scope/kubepods/pod{UID}/c");
         assert_eq!(pod_uid(&nested).as_deref(), Some(UID));
+        // kind's kubelet, with cgroupRoot /kubelet and the systemd driver.
+        let kind = "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod0f3c2a1e_5b6d_4e7f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-1.scope";
+        assert_eq!(pod_uid(kind).as_deref(), Some(UID));
     }
 
     #[test]

@@ -410,6 +410,22 @@ impl ClusterState {
         None
     }
 
+    /// The addresses a Service's EndpointSlices list, pods or not (the API server's
+    /// `default/kubernetes` lists its control-plane nodes), sorted.
+    pub fn endpoint_addresses(&self, service: &ServiceInfo) -> Vec<IpAddr> {
+        let mut addresses: Vec<IpAddr> = self
+            .slices_by_service
+            .get(&service.key)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.slices.get(k))
+            .flat_map(|slice| slice.endpoints.iter().flat_map(|e| e.ips.iter().copied()))
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        addresses
+    }
+
     fn insert_pod(&mut self, pod: PodInfo) {
         for ip in &pod.ips {
             self.pod_by_ip.insert(*ip, pod.key.clone());

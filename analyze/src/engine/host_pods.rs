@@ -9,12 +9,12 @@ use hashbrown::HashMap;
 use smap_replay::{ConnFacts, PodCgroup, Side};
 
 use super::{EdgeId, EdgeKey, Engine, EntityId};
-use crate::cluster::Key;
+use crate::cluster::{ClusterState, Key};
 use crate::resolve::{pod_destination, pod_source, EntityRef};
 
-/// Pod cgroups remembered, over every node of the recordings: containers come and go,
-/// so a long live session forgets them all past this and learns them again as their
-/// processes report connections (the capture names a cgroup again after it restarts).
+/// Pod cgroups remembered, over every node of the recordings. Containers come and go:
+/// past this, those of pods that no longer exist are forgotten; were every one of
+/// them a live pod's, new ones would not be learnt.
 const CGROUP_LIMIT: usize = 65_536;
 
 /// A cgroup on a node.
@@ -30,11 +30,15 @@ pub(super) struct HostPods {
 }
 
 impl HostPods {
-    pub(super) fn learn(&mut self, cgroup: &PodCgroup) {
+    pub(super) fn learn(&mut self, cgroup: &PodCgroup, cluster: &ClusterState) {
         let Some(uid) = cgroup.pod_uid() else { return };
         if self.uids.len() >= CGROUP_LIMIT {
-            self.uids.clear();
+            let live: hashbrown::HashSet<&str> = cluster.pods().map(|p| &*p.uid).collect();
+            self.uids.retain(|_, uid| live.contains(&**uid));
             self.resolved.clear();
+            if self.uids.len() >= CGROUP_LIMIT {
+                return;
+            }
         }
         let key = (Arc::clone(&cgroup.node), cgroup.cgroup_id);
         self.resolved.remove(&key);
@@ -81,22 +85,32 @@ impl Engine {
 }
 
 impl Engine {
-    /// A connection's client end, seen for the first time, joining a connection first
-    /// seen at its server: when the server saw the node's own address and this end
-    /// reports from a hostNetwork pod's cgroup, the connection is the pod's, and moves
-    /// to the pod's edge. The only time a connection changes edge; bytes counted before
-    /// stay where they were (the two ends' first sights are usually a segment apart).
-    /// Returns the edge it moved to and whether that edge is new.
+    /// An end of a connection, seen for the first time, joining it: when the other end
+    /// saw this end as a node's own address and this end reports from a hostNetwork
+    /// pod's cgroup, the connection is the pod's, and moves to the pod's edge (as the
+    /// caller for a client end, the Service in front of the port for a server end).
+    /// The only time a connection changes edge; bytes counted before stay where they
+    /// were (the two ends' first sights are usually a segment apart). Returns the edge
+    /// it moved to and whether that edge is new.
     pub(super) fn claim_for_host_pod(&mut self, edge: EdgeId, e: &ConnFacts) -> Option<(EdgeId, bool)> {
-        if e.side != Side::Client || e.cgroup_id == 0 || self.host_pods.uids.is_empty() {
+        if e.cgroup_id == 0 || self.host_pods.uids.is_empty() {
             return None;
         }
         let key = self.edges.get(edge as usize)?.key;
-        let (pod, _) = self.host_pod_reporting(e, key.source, Side::Client)?;
-        if pod == key.source {
+        let claimed = match e.side {
+            Side::Client => {
+                let (pod, _) = self.host_pod_reporting(e, key.source, Side::Client)?;
+                EdgeKey { source: pod, ..key }
+            }
+            Side::Server => {
+                let (pod, port) = self.host_pod_reporting(e, key.destination, Side::Server)?;
+                EdgeKey { destination: pod, port, ..key }
+            }
+        };
+        if claimed == key {
             return None;
         }
-        let (moved_to, new) = self.edge_with_key(EdgeKey { source: pod, ..key }, e);
+        let (moved_to, new) = self.edge_with_key(claimed, e);
         let old = &mut self.edges[edge as usize];
         old.connections = old.connections.saturating_sub(1);
         self.edges[moved_to as usize].connections += 1;

@@ -224,7 +224,7 @@ impl Engine {
 
     fn apply_cgroup(&mut self, cgroup: &PodCgroup) -> Applied {
         self.stats.pod_cgroups += 1;
-        self.host_pods.learn(cgroup);
+        self.host_pods.learn(cgroup, &self.cluster);
         Applied::default()
     }
 

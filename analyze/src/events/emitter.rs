@@ -714,9 +714,12 @@ impl Emitter {
 
         let pair = match cached.pair {
             Some(pair) => {
-                let pair_traffic = &mut self.pairs[pair as usize].traffic;
-                pair_traffic.add(&delta);
-                *pair_traffic = pair_traffic.since(&moved_off);
+                let state = &mut self.pairs[pair as usize];
+                state.traffic.add(&delta);
+                state.traffic = state.traffic.since(&moved_off);
+                // A moved connection already reported with this pair leaves the report
+                // too (counter-wise min), so the next one's delta hides nothing.
+                state.reported = state.reported.since(&state.reported.since(&state.traffic));
                 pair
             }
             None => {

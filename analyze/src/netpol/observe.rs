@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use smap_replay::{ConnFacts, ConnKind, Event, ObjectAction, ObjectEvent, ObjectKind, Protocol, Side};
 
 use super::evaluate::{Direction, End, Namespaces, PodEnd};
-use crate::cluster::{ClusterState, PodInfo};
+use crate::cluster::{ClusterState, PodInfo, ServiceInfo};
 use crate::resolve::{canonical, is_local};
 
 /// An observed flow in one direction, judged at `subject`.
@@ -170,38 +170,50 @@ impl Observer {
         }
     }
 
-    /// A client's destination as the CNI judges it: a ClusterIP's or node port's
-    /// endpoint pods on the target port, else the address itself.
+    /// A client's destination as the CNI judges it, after kube-proxy's DNAT: the
+    /// endpoints of the Service a ClusterIP, node port, external or load-balancer
+    /// address stands for, on their target port; else the address itself.
     fn translated(&self, ip: &IpAddr, port: u16, protocol: &str) -> Vec<(End, u16)> {
         let ip = canonical(ip);
-        let service = match self.cluster.service_by_cluster_ip(&ip) {
-            Some(service) => {
-                service.ports.iter().find(|p| p.port == port && p.protocol == protocol).map(|p| (service, p))
-            }
-            None if self.cluster.node_by_ip(&ip).is_some() => {
-                self.cluster.service_by_node_port(port).and_then(|(service, service_port)| {
-                    service
-                        .ports
-                        .iter()
-                        .find(|p| p.port == service_port && p.protocol == protocol)
-                        .map(|p| (service, p))
-                })
-            }
-            None => None,
+        let by_port = |service: &ServiceInfo, service_port: u16| {
+            service.ports.iter().find(|p| p.port == service_port && p.protocol == protocol).cloned()
+        };
+        let service = if let Some(service) = self.cluster.service_by_cluster_ip(&ip) {
+            by_port(service, port).map(|p| (service, p))
+        } else if self.cluster.node_by_ip(&ip).is_some() {
+            self.cluster
+                .service_by_node_port(port)
+                .and_then(|(s, service_port)| by_port(s, service_port).map(|p| (s, p)))
+        } else {
+            self.cluster.service_by_entry_ip(&ip, port).and_then(|s| by_port(s, port).map(|p| (s, p)))
         };
         let Some((service, service_port)) = service else { return vec![(self.end(&ip), port)] };
+        let target_of = |pod: Option<&PodInfo>| match (&service_port.target_port, &service_port.target_port_name) {
+            (Some(number), _) => Some(*number),
+            (None, Some(name)) => pod?.named_ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p),
+            (None, None) => Some(service_port.port),
+        };
         let pods = self.cluster.endpoints_of_service(service).map(|(_, _, pods)| pods).unwrap_or_default();
-        pods.into_iter()
+        let mut ends: Vec<(End, u16)> = pods
+            .into_iter()
             .filter_map(|pod| {
-                let target = match (&service_port.target_port, &service_port.target_port_name) {
-                    (Some(number), _) => Some(*number),
-                    (None, Some(name)) => pod.named_ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p),
-                    (None, None) => Some(service_port.port),
-                }?;
-                let address = pod.ips.first().copied()?;
-                Some((End::Pod(pod_end(pod, address)), target))
+                let target = target_of(Some(pod))?;
+                // A hostNetwork endpoint has its node's address: no pod a policy selects.
+                match pod.ips.first() {
+                    Some(address) => Some((End::Pod(pod_end(pod, *address)), target)),
+                    None => Some((End::Address(pod.host_ip?), target)),
+                }
             })
-            .collect()
+            .collect();
+        if ends.is_empty() {
+            // Endpoints that are no pods (the API server's, a selectorless Service's).
+            let target = target_of(None).unwrap_or(port);
+            ends = self.cluster.endpoint_addresses(service).iter().map(|a| (self.end(a), target)).collect();
+        }
+        if ends.is_empty() {
+            ends.push((self.end(&ip), port));
+        }
+        ends
     }
 }
 

@@ -231,7 +231,15 @@ pub fn parse_policies(source_name: &str, text: &str) -> Result<Vec<Policy>, Poli
     while let Some(value) = values.pop() {
         match value.get("kind").and_then(Value::as_str) {
             Some(kind) if kind == "List" || kind.ends_with("List") => {
-                let items = value.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+                let mut items = value.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+                // The API's own lists leave the kind out of their items.
+                if kind == "NetworkPolicyList" {
+                    for item in &mut items {
+                        if item.get("kind").is_none() {
+                            item["kind"] = Value::from("NetworkPolicy");
+                        }
+                    }
+                }
                 values.extend(items.into_iter().rev());
             }
             Some("NetworkPolicy") => policies.push(policy_from_value(source_name, value)?),
@@ -278,7 +286,7 @@ pub fn policy_from_value(source_name: &str, value: Value) -> Result<Policy, Poli
         .collect::<Result<Vec<_>, _>>()
         .map_err(invalid)?;
     // Kubernetes' defaults: Ingress always; Egress when the policy has egress rules.
-    let (isolates_ingress, isolates_egress) = match &spec.policy_types {
+    let (isolates_ingress, isolates_egress) = match spec.policy_types.as_ref().filter(|t| !t.is_empty()) {
         Some(types) => {
             for t in types {
                 if t != "Ingress" && t != "Egress" {
@@ -287,6 +295,7 @@ pub fn policy_from_value(source_name: &str, value: Value) -> Result<Policy, Poli
             }
             (types.iter().any(|t| t == "Ingress"), types.iter().any(|t| t == "Egress"))
         }
+        // Absent or empty, as the API server defaults it.
         None => (true, !egress_rules.is_empty()),
     };
     Ok(Policy {

@@ -124,3 +124,24 @@ fn a_connection_first_seen_at_its_server_moves_to_the_pod_its_client_reports_fro
     assert_eq!(edges(&t), expected);
     assert_eq!(t.stats.moved_to_host_pods, 1);
 }
+
+#[test]
+fn a_connection_first_seen_at_its_client_moves_to_the_host_network_server_it_reached() {
+    let mut events = cluster_with_agent();
+    events.push(cgroup("node-1", 77, SYSTEMD_SCOPE));
+    // web calls the agent on a port it does not declare: the client's end says only
+    // "the node"; the agent's end, from its cgroup, says which pod.
+    events.push(Event::Conn(conn(
+        ConnKind::TcpConnect,
+        Side::Client,
+        "10.244.1.10",
+        42000,
+        "10.0.0.1",
+        9200,
+        T0 + 2 * MS,
+    )));
+    events.push(from(77, ConnKind::TcpAccept, Side::Server, "10.244.1.10", 42000, "10.0.0.1", 9200));
+    let t = run(Config { include_external_services: true, ..Config::default() }, events);
+    assert_eq!(edges(&t), vec![edge("shop/web", "shop/agent", "tcp", 9200, 1, 0, 0, 0)]);
+    assert_eq!(t.stats.moved_to_host_pods, 1);
+}

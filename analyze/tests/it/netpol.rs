@@ -263,3 +263,60 @@ fn kubectl_lists_and_multi_document_files_are_read_whole() {
     let yaml = format!("{DENY_ALL_INGRESS}---\n---\nkind: Service\nmetadata: {{name: s}}\n");
     assert_eq!(parse_policies("m.yaml", &yaml).unwrap().len(), 1);
 }
+
+#[test]
+fn an_empty_policy_types_list_takes_the_defaults_and_api_lists_need_no_item_kinds() {
+    let p = policies(
+        "kind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, policyTypes: []}\n",
+    );
+    assert!(denied(&ingress(&p, &web(), 8080, "TCP")), "an empty list is no list: Ingress");
+    let list = r#"{"kind": "NetworkPolicyList", "apiVersion": "networking.k8s.io/v1",
+        "items": [{"metadata": {"name": "a", "namespace": "shop"}, "spec": {"podSelector": {}}}]}"#;
+    assert_eq!(parse_policies("list.json", list).unwrap().len(), 1);
+}
+
+#[test]
+fn traffic_to_a_service_without_pods_is_judged_at_its_endpoint_addresses() {
+    use serde_json::json;
+    use smap_analyze::netpol::observe::{Flow, Observer};
+    use smap_replay::{ConnKind, Event, ObjectAction, ObjectKind, Side};
+
+    use crate::object;
+    use crate::resolution::{conn, pod as pod_event, T0};
+
+    let api_server = [
+        object(
+            ObjectKind::Service,
+            ObjectAction::Snapshot,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default"},
+                   "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}}),
+            T0,
+        ),
+        object(
+            ObjectKind::EndpointSlice,
+            ObjectAction::Snapshot,
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                   "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                   "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true}}],
+                   "ports": [{"name": "https", "port": 6443}]}),
+            T0,
+        ),
+    ];
+    let mut observer = Observer::new(["node-1".to_owned()]);
+    let events = [pod_event("shop", "web-1", "10.244.1.10", "web")]
+        .into_iter()
+        .chain(api_server)
+        .chain([Event::Conn(conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", 40000, "10.96.0.1", 443, T0 + 1))]);
+    for event in events {
+        let facts = match event {
+            Event::Conn(c) => Event::Conn(smap_replay::ConnRecord::facts(&c)),
+            Event::Object(o) => Event::Object(o),
+            other => panic!("{other:?}"),
+        };
+        observer.apply(&facts);
+    }
+    let flows: Vec<Flow> = observer.finish().flows.into_keys().collect();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert_eq!(flows[0].destination, End::Address("10.0.0.1".parse().unwrap()));
+    assert_eq!((flows[0].direction, flows[0].port), (Direction::Egress, 6443));
+}

@@ -76,6 +76,7 @@ fn network_policies(args: &AnalyzeArgs) -> anyhow::Result<smap_analyze::netpol::
     for path in &args.policies {
         policies.extend(read_policies(path).context("reading --policies")?);
     }
+    crate::cmd::netpol::no_policies_is_an_error(&policies, &args.policies)?;
     let input = open_input(&args.inputs, &args.k8s_from)?;
     smap_analyze::netpol::check(input, Some(policies)).context("checking NetworkPolicies")
 }

@@ -22,6 +22,7 @@ pub fn check(args: NetpolCheckArgs) -> anyhow::Result<ExitCode> {
         for path in &args.policies {
             all.extend(read_policies(path).context("reading --policies")?);
         }
+        no_policies_is_an_error(&all, &args.policies)?;
         Some(all)
     };
     let input = open_input(&args.recordings, &args.k8s_from)?;
@@ -52,6 +53,16 @@ pub fn generate(args: NetpolGenerateArgs) -> anyhow::Result<ExitCode> {
     let options = GenerateOptions { namespace: args.namespace, egress: args.egress };
     write_output(args.output.as_deref(), &netpol::generate(&observed, &options))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Files given that hold no NetworkPolicy (a misspelled `kind`, the wrong directory)
+/// would judge against nothing and pass.
+pub(crate) fn no_policies_is_an_error(policies: &[Policy], paths: &[PathBuf]) -> anyhow::Result<()> {
+    if policies.is_empty() {
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        anyhow::bail!("--policies {}: no NetworkPolicy found", names.join(" "));
+    }
+    Ok(())
 }
 
 /// The policies in a file, or in the YAML and JSON files of a directory (sorted by name).

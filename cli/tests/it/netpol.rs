@@ -325,3 +325,15 @@ fn without_policy_files_the_clusters_own_policies_are_judged_and_generate_keeps_
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stdout(&out).contains("kind: NetworkPolicy"), "{}", stdout(&out));
 }
+
+#[test]
+fn policy_files_without_a_network_policy_are_an_error_not_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(&typo, "kind: NetworkPolcy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}}\n")
+        .unwrap();
+    let out = smap(&["netpol", "check", SHOP, "--policies", typo.to_str().unwrap()]);
+    assert_input_error(&out, "no NetworkPolicy found");
+    let out = smap(&["analyze", SHOP, "--policies", typo.to_str().unwrap()]);
+    assert_input_error(&out, "no NetworkPolicy found");
+}
