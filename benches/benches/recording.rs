@@ -8,10 +8,20 @@ use smap_benches::simulated_events;
 use smap_replay::{Event, LossCounters, Recording, RecordingMeta, RecordingWriter, WriterOptions};
 
 fn write(events: &[Event], dir: &std::path::Path) -> u64 {
-    let mut writer = RecordingWriter::create(dir, RecordingMeta::new("bench", "n", ""), WriterOptions::default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    for event in events {
+    write_with(events, dir, WriterOptions::default())
+}
+
+/// Writes as a live capture does with `WriterOptions::live()`: journaled, committed
+/// every 256 events (a drain's batch), synced at most every second.
+fn write_with(events: &[Event], dir: &std::path::Path, options: WriterOptions) -> u64 {
+    let journaled = options.journal_sync.is_some();
+    let mut writer =
+        RecordingWriter::create(dir, RecordingMeta::new("bench", "n", ""), options).unwrap_or_else(|e| panic!("{e}"));
+    for (i, event) in events.iter().enumerate() {
         writer.write_event(event).unwrap_or_else(|e| panic!("{e}"));
+        if journaled && i % 256 == 255 {
+            writer.commit().unwrap_or_else(|e| panic!("{e}"));
+        }
     }
     writer.finish(&LossCounters::default()).unwrap_or_else(|e| panic!("{e}"));
     std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
@@ -27,6 +37,13 @@ fn recording(c: &mut Criterion) {
         b.iter(|| {
             let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
             black_box(write(&events, &dir.path().join("rec")))
+        })
+    });
+    // Side by side in one run: the journal's cost on the writer thread.
+    group.bench_function("write_journaled", |b| {
+        b.iter(|| {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            black_box(write_with(&events, &dir.path().join("rec"), WriterOptions::live()))
         })
     });
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -1,6 +1,6 @@
 //! The live pipeline: kernel events and Kubernetes changes, merged into one time-ordered
-//! stream, written to a recording (segments finalized on a timer, so a crash or Ctrl-C
-//! loses at most the last checkpoint interval) and handed to a consumer such as the
+//! stream, written to a recording (segments finalized on a timer, every event journaled
+//! meanwhile, so a crash loses about a second at most) and handed to a consumer such as the
 //! live engine of `smap watch`.
 //!
 //! The consumer sees exactly the order a replay of the recording produces (time, then
@@ -289,7 +289,7 @@ pub async fn capture(
         tracing::warn!("skipped {}: {reason}; without them: {consequence}", hooks.join(", "));
     }
     let mut writer = match &options.out {
-        Some(out) => Some(RecordingSink::start(RecordingWriter::create(out, meta, WriterOptions::default())?)?),
+        Some(out) => Some(RecordingSink::start(RecordingWriter::create(out, meta, WriterOptions::live())?)?),
         None => None,
     };
     let window = i64::try_from(options.reorder_window.as_nanos()).unwrap_or(i64::MAX);

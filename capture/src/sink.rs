@@ -45,10 +45,13 @@ impl RecordingSink {
         let handle = move |job: Job| -> Result<(), ReplayError> {
             let Some(w) = writer.as_mut() else { return Ok(()) };
             match job {
-                Job::Events(events) => events.iter().try_for_each(|event| w.write_event(event)),
+                Job::Events(events) => {
+                    events.iter().try_for_each(|event| w.write_event(event))?;
+                    w.commit()
+                }
                 Job::Tick(now) => {
                     w.note_tick(now);
-                    Ok(())
+                    w.commit()
                 }
                 Job::Checkpoint(losses) => w.checkpoint(&losses),
                 Job::End { losses, complete: false } => w.checkpoint(&losses),

@@ -382,7 +382,8 @@ pub struct CaptureArgs {
     /// Engine and capture configuration (YAML).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Finalize segments this often, bounding what a crash can lose.
+    /// Finalize segments this often (the journal keeps what a crash would lose of the
+    /// open ones meanwhile).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration)]
     pub checkpoint: humantime::Duration,
 }
@@ -437,7 +438,8 @@ pub struct WatchArgs {
     /// whose open connections are listed at start; entering them needs CAP_SYS_ADMIN.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_NETNS_DIR)]
     pub netns_dir: PathBuf,
-    /// With --record: finalize segments this often, bounding what a crash can lose.
+    /// With --record: finalize segments this often (the journal keeps what a crash would
+    /// lose of the open ones meanwhile).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration)]
     pub checkpoint: humantime::Duration,
     /// Push the per-dependency metrics to an OpenTelemetry collector at this URL

@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub type TimeNs = i64;
 
 /// What a connection event reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum ConnKind {
     /// A TCP connect() that reached ESTABLISHED, seen on the client.
     TcpConnect,
@@ -100,7 +100,7 @@ impl Protocol {
 /// `src` is always the connecting (client) end and `dst` the listening (server) end,
 /// whichever socket reported the event; `side` says which of the two reported it, so
 /// `bytes_sent` can be turned into client-to-server bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Side {
     /// The socket that called connect() (or sent the first datagram).
     Client,
@@ -128,7 +128,7 @@ impl Side {
 }
 
 /// One connection event as a socket saw it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConnEvent {
     /// Event time.
     pub time_ns: TimeNs,
@@ -267,7 +267,7 @@ impl ConnRecord for ConnFacts {
 }
 
 /// Kubernetes object kinds a recording carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum ObjectKind {
     /// core/v1 Pod.
     Pod,
@@ -315,7 +315,7 @@ impl ObjectKind {
 }
 
 /// What happened to a Kubernetes object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum ObjectAction {
     /// Part of an initial list (the state when watching began).
     Snapshot,
@@ -351,7 +351,7 @@ impl ObjectAction {
 }
 
 /// One Kubernetes object event, with the object JSON exactly as the API returned it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectEvent {
     /// Event time.
     pub time_ns: TimeNs,
@@ -373,7 +373,7 @@ pub struct ObjectEvent {
 
 /// One address a DNS reply gave a client: the name it asked for, resolved. A reply
 /// with several addresses is several answers, one per address.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DnsAnswer {
     /// When the reply reached the client's socket.
     pub time_ns: TimeNs,
@@ -402,7 +402,7 @@ pub struct DnsAnswer {
 /// A pod's cgroup, as the capture found it when one of its processes first reported
 /// a connection: what ties a hostNetwork pod's traffic, which carries the node's own
 /// address, to the pod.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PodCgroup {
     /// When the cgroup was first seen.
     pub time_ns: TimeNs,

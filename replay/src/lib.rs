@@ -10,6 +10,7 @@ mod decode;
 mod dict_builder;
 pub mod error;
 pub mod event;
+pub mod journal;
 pub mod kubectl;
 pub mod merge;
 pub mod meta;

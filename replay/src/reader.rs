@@ -11,7 +11,8 @@ use parquet::arrow::ProjectionMask;
 
 use crate::decode::{CgroupDecoder, ConnDecoder, DnsDecoder, FactsDecoder, ObjectDecoder};
 use crate::error::{ReplayError, Result};
-use crate::event::{ConnEvent, ConnFacts, DnsAnswer, ObjectEvent, PodCgroup};
+use crate::event::{ConnEvent, ConnFacts, ConnRecord, DnsAnswer, ObjectEvent, PodCgroup};
+use crate::journal::{journal_index, recover, Recovered, LAST_SEQ_KEY};
 use crate::meta::{readable_version, RecordingMeta, META_FILE, SCHEMA_VERSION};
 use crate::schema::{Stream, VERSION_KEY};
 use crate::writer::PARTIAL_SUFFIX;
@@ -32,6 +33,8 @@ pub struct Recording {
     object_segments: Vec<PathBuf>,
     dns_segments: Vec<PathBuf>,
     cgroup_segments: Vec<PathBuf>,
+    /// What the journals of an unfinished live recording hold beyond its segments.
+    recovered: std::sync::Arc<Recovered>,
     warnings: Vec<String>,
 }
 
@@ -45,6 +48,7 @@ impl Recording {
         let mut dns_segments = Vec::new();
         let mut cgroup_segments = Vec::new();
         let mut partial = Vec::new();
+        let mut journals = Vec::new();
         let mut has_meta = false;
         for entry in entries {
             let entry = entry.map_err(ReplayError::io(dir))?;
@@ -53,6 +57,8 @@ impl Recording {
                 has_meta = true;
             } else if name.ends_with(PARTIAL_SUFFIX) {
                 partial.push(name);
+            } else if let Some(index) = journal_index(&name) {
+                journals.push((index, entry.path()));
             } else if let Some(stream) = segment_stream(&name) {
                 match stream {
                     Stream::Conn => conn_segments.push(entry.path()),
@@ -72,6 +78,24 @@ impl Recording {
         dns_segments.sort_by_key(|p| segment_index(p));
         cgroup_segments.sort_by_key(|p| segment_index(p));
         partial.sort();
+        journals.sort();
+        let journals: Vec<PathBuf> = journals.into_iter().map(|(_, path)| path).collect();
+        let recovered = if journals.is_empty() {
+            Recovered::default()
+        } else {
+            let last = |segments: &[PathBuf]| segments.last().map(|p| last_seq(p)).transpose();
+            let finalized =
+                [last(&conn_segments)?, last(&object_segments)?, last(&dns_segments)?, last(&cgroup_segments)?];
+            recover(&journals, |stream| {
+                let index = match stream {
+                    Stream::Conn => 0,
+                    Stream::Objects => 1,
+                    Stream::Dns => 2,
+                    Stream::Cgroups => 3,
+                };
+                finalized[index].unwrap_or(0)
+            })?
+        };
         let mut warnings = Vec::new();
         if !meta.complete {
             warnings.push(format!(
@@ -79,8 +103,19 @@ impl Recording {
                 dir.display()
             ));
         }
-        for name in partial {
-            warnings.push(format!("{}: skipping unfinished segment {name}", dir.display()));
+        if journals.is_empty() {
+            for name in partial {
+                warnings.push(format!("{}: skipping unfinished segment {name}", dir.display()));
+            }
+        } else {
+            warnings.push(format!(
+                "{}: recovered {} events from the journal past the finalized segments",
+                dir.display(),
+                recovered.events()
+            ));
+        }
+        for (path, bytes) in &recovered.torn {
+            warnings.push(format!("{}: dropped a torn journal tail of {bytes} bytes", path.display()));
         }
         Ok(Recording {
             dir: dir.to_owned(),
@@ -89,6 +124,7 @@ impl Recording {
             object_segments,
             dns_segments,
             cgroup_segments,
+            recovered: std::sync::Arc::new(recovered),
             warnings,
         })
     }
@@ -127,6 +163,7 @@ impl Recording {
                 Box::new(move |path, batch| decoder.decode(path, batch))
             },
             buffer: Vec::new().into_iter(),
+            tail: Some(self.recovered.conns.clone()),
         }
     }
 
@@ -139,6 +176,7 @@ impl Recording {
             segments: SegmentBatches::new(Stream::Conn, self.conn_segments.clone(), Some(&FACT_COLUMNS)),
             decode: Box::new(move |path, batch| decoder.decode(path, batch)),
             buffer: Vec::new().into_iter(),
+            tail: Some(self.recovered.conns.iter().map(ConnRecord::facts).collect()),
         }
     }
 
@@ -151,6 +189,7 @@ impl Recording {
                 Box::new(move |path, batch| decoder.decode(path, batch))
             },
             buffer: Vec::new().into_iter(),
+            tail: Some(self.recovered.objects.clone()),
         }
     }
 
@@ -163,6 +202,7 @@ impl Recording {
                 Box::new(move |path, batch| decoder.decode(path, batch))
             },
             buffer: Vec::new().into_iter(),
+            tail: Some(self.recovered.dns.clone()),
         }
     }
 
@@ -175,6 +215,7 @@ impl Recording {
                 Box::new(move |path, batch| decoder.decode(path, batch))
             },
             buffer: Vec::new().into_iter(),
+            tail: Some(self.recovered.cgroups.clone()),
         }
     }
 
@@ -193,6 +234,21 @@ impl Recording {
         }
         Ok(())
     }
+}
+
+/// The last sequence number a finalized segment holds (0 for segments written without
+/// a journal).
+fn last_seq(path: &Path) -> Result<u64> {
+    let file = File::open(path).map_err(ReplayError::io(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(ReplayError::parquet(path))?;
+    let value = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|kv| kv.key == LAST_SEQ_KEY))
+        .and_then(|kv| kv.value.as_deref())
+        .and_then(|v| v.parse().ok());
+    Ok(value.unwrap_or(0))
 }
 
 fn segment_index(path: &Path) -> u64 {
@@ -329,14 +385,17 @@ pub struct StreamEvents<T> {
     segments: SegmentBatches,
     decode: Decode<T>,
     buffer: std::vec::IntoIter<T>,
+    /// Recovered from the journal: after the segments.
+    tail: Option<Vec<T>>,
 }
 
 impl<T> StreamEvents<T> {
     /// The next decoded batch, whole.
     pub fn next_batch(&mut self) -> Option<Result<Vec<T>>> {
-        let (path, batch) = match self.segments.next_batch()? {
-            Ok(b) => b,
-            Err(e) => return Some(Err(e)),
+        let (path, batch) = match self.segments.next_batch() {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => return Some(Err(e)),
+            None => return self.tail.take().filter(|tail| !tail.is_empty()).map(Ok),
         };
         Some((self.decode)(&path, &batch))
     }

@@ -3,7 +3,8 @@
 //!
 //! A segment is written as `NAME.parquet.partial` and renamed to `NAME.parquet` only
 //! after its footer is on disk (and synced). Readers skip `.partial` files with a
-//! warning, which is exactly "everything up to the open segment".
+//! warning, which is exactly "everything up to the open segment"; a live recording's
+//! journal ([`crate::journal`]) holds the open segment's events meanwhile.
 
 use std::fs::File;
 use std::net::IpAddr;
@@ -26,6 +27,7 @@ use parquet::schema::types::ColumnPath;
 use crate::dict_builder::{TypedDict, MAX_ROWS};
 use crate::error::{ReplayError, Result};
 use crate::event::{ConnEvent, DnsAnswer, Event, ObjectEvent, PodCgroup, TimeNs};
+use crate::journal::{JournalWriter, Journaled, LAST_SEQ_KEY};
 use crate::meta::{Counters, RecordingMeta, SCHEMA_VERSION};
 use crate::schema::{Stream, STREAM_KEY, VERSION_KEY};
 
@@ -41,11 +43,21 @@ pub struct WriterOptions {
     pub segment_rows: usize,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// Journal every event, synced this often at most (`None`: no journal, for
+    /// recordings written at once, such as simulations).
+    pub journal_sync: Option<std::time::Duration>,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { batch_rows: 8192, segment_rows: 2_000_000, row_group_rows: 256 * 1024 }
+        WriterOptions { batch_rows: 8192, segment_rows: 2_000_000, row_group_rows: 256 * 1024, journal_sync: None }
+    }
+}
+
+impl WriterOptions {
+    /// A live capture's: the defaults, with a journal synced every second.
+    pub fn live() -> Self {
+        WriterOptions { journal_sync: Some(std::time::Duration::from_secs(1)), ..WriterOptions::default() }
     }
 }
 
@@ -60,6 +72,7 @@ pub struct RecordingWriter {
     objects: SegmentWriter<ObjectRows>,
     dns: SegmentWriter<DnsRows>,
     cgroups: SegmentWriter<CgroupRows>,
+    journal: Option<JournalWriter>,
 }
 
 impl RecordingWriter {
@@ -79,7 +92,9 @@ impl RecordingWriter {
         }
         let meta = RecordingMeta { complete: false, schema_version: SCHEMA_VERSION, ..meta };
         meta.write(dir)?;
+        let journal = options.journal_sync.map(|every| JournalWriter::create(dir, every)).transpose()?;
         Ok(RecordingWriter {
+            journal,
             dir: dir.to_owned(),
             meta,
             conn: SegmentWriter::new(dir, Stream::Conn, options.clone(), ConnRows::default()),
@@ -99,6 +114,8 @@ impl RecordingWriter {
         self.note_time(event.time_ns);
         self.meta.counters.conn_events += 1;
         self.conn.rows.push(event);
+        let seq = self.conn.pushed();
+        self.journal(seq, Journaled::Conn(event))?;
         self.conn.after_push()
     }
 
@@ -107,6 +124,8 @@ impl RecordingWriter {
         self.note_time(event.time_ns);
         self.meta.counters.object_events += 1;
         self.objects.rows.push(event);
+        let seq = self.objects.pushed();
+        self.journal(seq, Journaled::Object(event))?;
         self.objects.after_push()
     }
 
@@ -125,6 +144,8 @@ impl RecordingWriter {
         self.note_time(cgroup.time_ns);
         self.meta.counters.pod_cgroups += 1;
         self.cgroups.rows.push(cgroup);
+        let seq = self.cgroups.pushed();
+        self.journal(seq, Journaled::Cgroup(cgroup))?;
         self.cgroups.after_push()
     }
 
@@ -133,6 +154,8 @@ impl RecordingWriter {
         self.note_time(answer.time_ns);
         self.meta.counters.dns_answers += 1;
         self.dns.rows.push(answer);
+        let seq = self.dns.pushed();
+        self.journal(seq, Journaled::Dns(answer))?;
         self.dns.after_push()
     }
 
@@ -144,7 +167,29 @@ impl RecordingWriter {
         self.dns.finish_segment()?;
         self.cgroups.finish_segment()?;
         self.apply_losses(counters);
-        self.meta.write(&self.dir)
+        self.meta.write(&self.dir)?;
+        // Every event journaled so far is in a finalized segment now.
+        match self.journal.as_mut() {
+            Some(journal) => journal.rotate(),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the journaled events to the kernel, so a killed process loses none of
+    /// them, and syncs them to the disk at most every `journal_sync`. Live writers call
+    /// this after each batch of events and on a timer.
+    pub fn commit(&mut self) -> Result<()> {
+        match self.journal.as_mut() {
+            Some(journal) => journal.commit(),
+            None => Ok(()),
+        }
+    }
+
+    fn journal(&mut self, seq: u64, event: Journaled<'_>) -> Result<()> {
+        match self.journal.as_mut() {
+            Some(journal) => journal.append(seq, event),
+            None => Ok(()),
+        }
     }
 
     /// Notes a live session's clock tick (see [`RecordingMeta::last_tick_ns`]); stored
@@ -162,6 +207,9 @@ impl RecordingWriter {
         self.apply_losses(counters);
         self.meta.complete = true;
         self.meta.write(&self.dir)?;
+        if let Some(journal) = self.journal.take() {
+            journal.remove()?;
+        }
         Ok(self.meta)
     }
 
@@ -206,6 +254,8 @@ struct SegmentWriter<R: Rows> {
     rows: R,
     open: Option<OpenSegment>,
     next_index: u32,
+    /// Sequence number of the last event pushed (the first is 1).
+    seq: u64,
 }
 
 struct OpenSegment {
@@ -217,7 +267,13 @@ struct OpenSegment {
 
 impl<R: Rows> SegmentWriter<R> {
     fn new(dir: &Path, stream: Stream, options: WriterOptions, rows: R) -> Self {
-        SegmentWriter { dir: dir.to_owned(), stream, options, rows, open: None, next_index: 1 }
+        SegmentWriter { dir: dir.to_owned(), stream, options, rows, open: None, next_index: 1, seq: 0 }
+    }
+
+    /// Counts an event pushed; its sequence number.
+    fn pushed(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
     }
 
     fn after_push(&mut self) -> Result<()> {
@@ -265,9 +321,11 @@ impl<R: Rows> SegmentWriter<R> {
     }
 
     fn close_segment(&mut self) -> Result<()> {
-        let Some(segment) = self.open.take() else {
+        let Some(mut segment) = self.open.take() else {
             return Ok(());
         };
+        // Every event pushed is in the segment by now (it closes after a flush).
+        segment.writer.append_key_value_metadata(KeyValue::new(LAST_SEQ_KEY.to_owned(), self.seq.to_string()));
         let file = segment.writer.into_inner().map_err(ReplayError::parquet(&segment.partial))?;
         file.sync_all().map_err(ReplayError::io(&segment.partial))?;
         std::fs::rename(&segment.partial, &segment.path).map_err(ReplayError::io(&segment.path))?;

@@ -74,6 +74,14 @@ impl Capture {
         Capture { child, dir: out }
     }
 
+    /// Kills it with SIGKILL, as the OOM killer or an eviction past its grace period
+    /// would: no flush, no finish.
+    pub(crate) fn kill(mut self) -> PathBuf {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.dir
+    }
+
     /// Stops it as Ctrl-C does and returns its summary line.
     pub(crate) fn stop(self) -> (PathBuf, String) {
         let pid = i32::try_from(self.child.id()).unwrap();

@@ -5,6 +5,7 @@ mod aborts;
 mod analyze;
 mod build;
 mod clock_step;
+mod crash;
 mod deploy;
 mod dns;
 mod e2e;

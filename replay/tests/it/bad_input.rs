@@ -7,7 +7,8 @@ use smap_replay::{LossCounters, Recording, RecordingMeta, RecordingWriter, Repla
 use crate::conn;
 
 fn write_recording(path: &Path, events: u64) {
-    let options = WriterOptions { batch_rows: 64, segment_rows: 100_000, row_group_rows: 256 };
+    let options =
+        WriterOptions { batch_rows: 64, segment_rows: 100_000, row_group_rows: 256, ..WriterOptions::default() };
     let mut writer = RecordingWriter::create(path, RecordingMeta::new("capture", "n", ""), options).unwrap();
     for i in 0..events {
         writer.write_conn(&conn(i)).unwrap();

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod external_tools;
+mod journal;
 mod roundtrip;
 
 use std::net::IpAddr;

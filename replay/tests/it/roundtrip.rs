@@ -9,7 +9,7 @@ use smap_replay::{
 use crate::{conn, object};
 
 fn small_segments() -> WriterOptions {
-    WriterOptions { batch_rows: 64, segment_rows: 1000, row_group_rows: 256 }
+    WriterOptions { batch_rows: 64, segment_rows: 1000, row_group_rows: 256, ..WriterOptions::default() }
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS] [--unconnected]
 //! smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS]
 //! smap-e2e-peer udp-hold ADDR:PORT [--timeout-ms MS]
+//! smap-e2e-peer tcp-loop ADDR:PORT PER_SECOND
 //! ```
 //!
 //! The HTTP modes (an ingress controller and its client) are in `http.rs`.
@@ -24,6 +25,9 @@
 //! `tcp-hold` keeps its connection open until stdin closes, sending as many bytes as
 //! each line of stdin says; `udp-hold` likewise keeps a connected UDP socket, sending
 //! a datagram of that size per line and reading its echo.
+//!
+//! `tcp-loop` calls PER_SECOND times a second, 16 bytes each way, until killed,
+//! printing each call's report as it completes.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -46,7 +50,8 @@ const USAGE: &str = "usage:
   smap-e2e-peer tcp-call NAME:PORT SEND RECV [--pick N] [--reset] [...]
   smap-e2e-peer udp-call ADDR:PORT SEND [RECV] [--timeout-ms MS]
   smap-e2e-peer tcp-hold ADDR:PORT [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
-  smap-e2e-peer udp-hold ADDR:PORT [--timeout-ms MS]";
+  smap-e2e-peer udp-hold ADDR:PORT [--timeout-ms MS]
+  smap-e2e-peer tcp-loop ADDR:PORT PER_SECOND";
 
 /// Zeros written in chunks of this size.
 const CHUNK: usize = 64 * 1024;
@@ -155,6 +160,10 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             Ok(finish(http::http_get(args.arg(0, "ADDR:PORT")?, &host, args.timeout)))
         }
         "tcp-hold" => Ok(finish(tcp_hold(args.arg(0, "ADDR:PORT")?, args))),
+        "tcp-loop" => {
+            let target = resolve(args.positional.first().ok_or("missing ADDR:PORT")?, args.pick)?;
+            Ok(tcp_loop(target, args.arg(1, "PER_SECOND")?, args))
+        }
         "udp-hold" => Ok(finish(udp_hold(args.arg(0, "ADDR:PORT")?, args))),
         other => Err(format!("unknown command {other}")),
     }
@@ -352,6 +361,21 @@ fn connect(target: SocketAddr, args: &Args, report: &mut CallReport) -> io::Resu
     stream.set_read_timeout(Some(args.timeout))?;
     stream.set_write_timeout(Some(args.timeout))?;
     Ok(stream)
+}
+
+/// Calls `target` `per_second` times a second (16 bytes each way) until killed,
+/// printing each call's report as it completes: a steady load whose every connection
+/// the caller can look for.
+fn tcp_loop(target: SocketAddr, per_second: u32, args: &Args) -> ExitCode {
+    let interval = Duration::from_secs(1) / per_second.max(1);
+    let mut next = Instant::now();
+    loop {
+        emit(&tcp_call(target, 16, 16, args));
+        next += interval;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
 }
 
 fn tcp_call(target: SocketAddr, send: u64, recv: u64, args: &Args) -> CallReport {
