@@ -30,17 +30,7 @@ pub fn render(report: &Report, top: usize) -> String {
     if let Some(netpol) = &report.network_policies {
         section(&mut out, "Observed traffic NetworkPolicies would deny", netpol.denied.len());
         for d in &netpol.denied {
-            let _ = writeln!(
-                out,
-                "  {} {} -> {} {}/{}: {} connections; isolated by {}",
-                d.direction.as_str(),
-                d.source,
-                d.destination,
-                d.protocol.to_lowercase(),
-                d.port,
-                d.connections,
-                d.policies.join(", ")
-            );
+            let _ = writeln!(out, "  {}", d.line());
         }
         if !netpol.unused_rules.is_empty() {
             let _ = writeln!(out, "  NetworkPolicy rules no observed traffic used: {}", netpol.unused_rules.len());

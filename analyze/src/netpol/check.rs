@@ -49,6 +49,22 @@ pub struct Denial {
     pub destination_pods: Vec<String>,
 }
 
+impl Denial {
+    /// One line of text: `ingress shop/web -> shop/db tcp/5432: 2 connections; isolated by shop/db`.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} -> {} {}/{}: {}; isolated by {}",
+            self.direction.as_str(),
+            self.source,
+            self.destination,
+            self.protocol.to_lowercase(),
+            self.port,
+            connections(self.connections),
+            self.policies.join(", ")
+        )
+    }
+}
+
 /// A rule nothing observed matched.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct UnusedRule {
@@ -129,17 +145,7 @@ impl CheckReport {
         } else {
             let _ = writeln!(out, "denied: {}", self.denied.len());
             for d in &self.denied {
-                let _ = writeln!(
-                    out,
-                    "  {} {} -> {} {}/{}: {}; isolated by {}",
-                    d.direction.as_str(),
-                    d.source,
-                    d.destination,
-                    d.protocol.to_lowercase(),
-                    d.port,
-                    connections(d.connections),
-                    d.policies.join(", ")
-                );
+                let _ = writeln!(out, "  {}", d.line());
             }
         }
         if !self.unused_rules.is_empty() {
