@@ -375,6 +375,11 @@ pub struct BuildStats {
     /// hostNetwork pod their client end then reported from.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub moved_to_host_pods: u64,
+    /// Reports from a connection's end after that end's close, folded into the
+    /// connection instead of counted as another: an accept() that returned the socket
+    /// of a connection its client reset while it waited in the accept queue.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub late_reports: u64,
     /// Edges left out by filters (namespaces, externals, min_connection_count).
     pub filtered_edges: u64,
     /// Edges forgotten after `map_retention` without traffic (a live map's old news).

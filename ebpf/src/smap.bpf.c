@@ -701,6 +701,10 @@ static __always_inline int on_accept_exit(struct sys_exit_args *ctx)
 	/* Unix and MPTCP sockets are accepted through the same syscall. */
 	if (!sk || !is_inet_proto(sk, IPPROTO_TCP))
 		return 0;
+	/* Reset while it waited in the accept queue: its close was reported, or it never
+	 * was established. An entry made now would never be deleted. */
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE)
+		return 0;
 
 	key = (__u64)sk;
 	st = bpf_map_lookup_elem(&conns, &key);

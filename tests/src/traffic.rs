@@ -165,6 +165,15 @@ impl Cluster {
         Server::start(cmd)
     }
 
+    /// [`Cluster::serve_tcp`] that waits `delay` before each accept(), as a busy
+    /// server's full accept queue does: a connection lives in the queue, in the
+    /// kernel alone, until then.
+    pub fn serve_tcp_accepting_late(&self, pod: &PodRef, port: u16, delay: Duration) -> Result<Server> {
+        let mut cmd = self.peer_command(pod)?;
+        cmd.args(["serve-tcp", &port.to_string(), "--accept-delay-ms", &delay.as_millis().to_string()]);
+        Server::start(cmd)
+    }
+
     /// Starts a UDP server on `0.0.0.0:port` in a pod and waits until it is bound. It
     /// answers each datagram (with the size its header asks for, else its own size).
     pub fn serve_udp(&self, pod: &PodRef, port: u16) -> Result<Server> {

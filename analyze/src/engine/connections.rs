@@ -21,6 +21,19 @@ impl Engine {
         let side = bit(e.side);
         let dedup = duration_ns(self.config.dedup_window);
         if let Some(state) = self.conns.get_mut(&key) {
+            // An accept() that returned after its end's close: the client reset the
+            // connection while it waited in the accept queue (a health check does),
+            // and accept() hands the dead socket over all the same. The same
+            // connection, which gains its server's process, not another one.
+            let late_accept = e.kind == ConnKind::TcpAccept && state.opened & side == 0 && state.closed & side != 0;
+            if late_accept && e.time_ns.saturating_sub(state.last) <= dedup {
+                state.opened |= side;
+                state.last = e.time_ns;
+                let edge = state.edge;
+                self.stats.late_reports += 1;
+                self.touch(edge, e.time_ns);
+                return Applied { touched_edge: Some(edge), ..Applied::default() };
+            }
             let fresh = e.time_ns.saturating_sub(state.last) <= dedup || state.opened & !state.closed != 0;
             if state.opened & side == 0 && state.closed & side == 0 && fresh && state.opened != 0 {
                 state.opened |= side;
@@ -49,6 +62,14 @@ impl Engine {
         let dedup = duration_ns(self.config.dedup_window);
         if let Some(state) = self.conns.get_mut(&key) {
             let live = state.opened & !state.closed != 0 || e.time_ns.saturating_sub(state.last) <= dedup;
+            // An end that closed reports nothing more of a connection. Recordings
+            // made before the kernel side skipped late accepts report such a socket
+            // open at the capture's end, as its tracking entry outlived the close.
+            let after_own_close = state.closed & side != 0 && e.kind != ConnKind::TcpExisting;
+            if live && after_own_close {
+                self.stats.late_reports += 1;
+                return Applied::default();
+            }
             if live && state.closed & side == 0 {
                 let seen_end = state.opened & side != 0;
                 if !seen_end {

@@ -4,7 +4,9 @@
 use smap_analyze::events::ChangeData;
 use smap_analyze::topology::Failures;
 use smap_analyze::Config;
-use smap_replay::{ConnKind, Event, Side};
+use std::sync::Arc;
+
+use smap_replay::{ConnEvent, ConnKind, Event, Side};
 
 use crate::resolution::{conn, run, shop, MS, T0};
 
@@ -125,6 +127,44 @@ fn an_aborted_connection_counts_once_by_cause_though_both_ends_report_it() {
     assert_eq!(t.edges[0].failed, 0, "aborts are no failed connects");
     let json: serde_json::Value = serde_json::from_str(&t.to_json()).unwrap();
     assert_eq!(json["edges"][0]["aborted"], serde_json::json!({"reset": 2, "timed_out": 1}));
+}
+
+/// The client resets a connection still in the server's accept queue: both closes
+/// come first (the server's without a process), then accept() hands the dead socket
+/// to `api-server`, and a capture object that kept tracking it reports it open at
+/// the end. One aborted connection, served by `api-server`, nothing left open.
+#[test]
+fn an_accept_after_its_own_close_is_the_connection_it_closed() {
+    let mut events = shop();
+    let mut closes = closed_by_both(40000, 104, 104, T0 + MS);
+    if let Some(Event::Conn(server_close)) = closes.last_mut() {
+        server_close.pid = 0;
+        server_close.comm = Arc::from("");
+    }
+    events.extend(closes);
+    let mut accept = conn(ConnKind::TcpAccept, Side::Server, "10.244.1.10", 40000, "10.244.2.20", 8080, T0 + 4 * MS);
+    accept.comm = Arc::from("api-server");
+    let open_at_end = ConnEvent { kind: ConnKind::TcpOpenAtEnd, time_ns: T0 + 300 * MS, ..accept.clone() };
+    events.extend([Event::Conn(accept), Event::Conn(open_at_end)]);
+    let t = run(Config::default(), events);
+    assert_eq!(t.edges.len(), 1);
+    assert_eq!(t.edges[0].connections, 1);
+    assert_eq!(t.edges[0].aborted, Failures { reset: 1, ..Failures::default() });
+    assert_eq!(t.edges[0].processes.server, ["api-server"]);
+    assert_eq!(t.stats.late_reports, 2);
+    assert_eq!(t.stats.open_before_capture, 0);
+}
+
+/// A client port reused for a new connection right after its reset is that new
+/// connection: only an accept can be late.
+#[test]
+fn a_connect_after_its_own_close_is_a_new_connection() {
+    let mut events = shop();
+    events.extend(closed_by_both(40000, 104, 104, T0 + MS));
+    events.extend(closed_by_both(40000, 0, 0, T0 + 5 * MS));
+    let t = run(Config::default(), events);
+    assert_eq!(t.edges[0].connections, 2);
+    assert_eq!(t.stats.late_reports, 0);
 }
 
 #[test]

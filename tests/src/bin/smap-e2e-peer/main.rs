@@ -3,7 +3,7 @@
 //! names the failure kind.
 //!
 //! ```text
-//! smap-e2e-peer serve-tcp PORT [--reply N]
+//! smap-e2e-peer serve-tcp PORT [--reply N] [--accept-delay-ms MS]
 //! smap-e2e-peer serve-udp PORT [--dual-stack]
 //! smap-e2e-peer tcp-call ADDR:PORT SEND RECV [--connect-timeout-ms MS] [--timeout-ms MS] [--source-port P]
 //! smap-e2e-peer tcp-call NAME:PORT SEND RECV [--pick N] [--reset] [...]
@@ -42,7 +42,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 mod http;
 
 const USAGE: &str = "usage:
-  smap-e2e-peer serve-tcp PORT [--reply N]
+  smap-e2e-peer serve-tcp PORT [--reply N] [--accept-delay-ms MS]
   smap-e2e-peer serve-ingress PORT HOST=ADDR:PORT... [--reply N]
   smap-e2e-peer http-get ADDR:PORT HOST [--timeout-ms MS]
   smap-e2e-peer serve-udp PORT [--dual-stack]
@@ -75,6 +75,7 @@ struct Args {
     command: String,
     positional: Vec<String>,
     reply: u64,
+    accept_delay: Duration,
     connect_timeout: Duration,
     timeout: Duration,
     source_port: Option<u16>,
@@ -92,6 +93,7 @@ impl Args {
             command,
             positional: Vec::new(),
             reply: 0,
+            accept_delay: Duration::ZERO,
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
             source_port: None,
@@ -107,6 +109,7 @@ impl Args {
             };
             match arg.as_str() {
                 "--reply" => parsed.reply = value(arg)?,
+                "--accept-delay-ms" => parsed.accept_delay = Duration::from_millis(value(arg)?),
                 "--connect-timeout-ms" => parsed.connect_timeout = Duration::from_millis(value(arg)?.max(1)),
                 "--timeout-ms" => parsed.timeout = Duration::from_millis(value(arg)?.max(1)),
                 "--source-port" => {
@@ -135,7 +138,7 @@ impl Args {
 
 fn run(args: &Args) -> Result<ExitCode, String> {
     match args.command.as_str() {
-        "serve-tcp" => Ok(serve_tcp(args.arg(0, "PORT")?, args.reply)),
+        "serve-tcp" => Ok(serve_tcp(args.arg(0, "PORT")?, args.reply, args.accept_delay)),
         "serve-udp" => Ok(serve_udp(args.arg(0, "PORT")?, args.dual_stack)),
         "tcp-call" => {
             let target = resolve(args.positional.first().ok_or("missing ADDR:PORT")?, args.pick)?;
@@ -205,21 +208,23 @@ fn finish(report: CallReport) -> ExitCode {
     }
 }
 
-/// Accepts forever; one thread per connection, since a held connection blocks its
-/// reader until the client lets go.
-fn serve_tcp(port: u16, default_reply: u64) -> ExitCode {
+/// Accepts forever (each accept() `accept_delay` after the last one returned); one
+/// thread per connection, since a held connection blocks its reader until the client
+/// lets go.
+fn serve_tcp(port: u16, default_reply: u64, accept_delay: Duration) -> ExitCode {
     let listener = match TcpListener::bind(("0.0.0.0", port)) {
         Ok(l) => l,
         Err(e) => return fail_to_start("bind", &e),
     };
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], port)));
     emit(&ServerEvent::Ready { pid: std::process::id(), local });
-    for stream in listener.incoming() {
+    loop {
+        std::thread::sleep(accept_delay);
+        let stream = listener.accept().map(|(stream, _)| stream);
         // ECONNABORTED and the like concern one connection, not the server.
         let Ok(stream) = stream else { continue };
         std::thread::spawn(move || emit(&ServerEvent::Tcp(serve_connection(stream, default_reply))));
     }
-    ExitCode::SUCCESS
 }
 
 fn serve_connection(mut stream: TcpStream, default_reply: u64) -> Exchange {
