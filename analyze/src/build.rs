@@ -1,7 +1,7 @@
 //! The offline driver: merges recordings (and a kubectl snapshot) in time order and
 //! folds them through the engine into a topology.
 
-use smap_replay::{MergedEvents, ObjectEvent, Recording, ReplayError, TimeNs};
+use smap_replay::{ConnEvent, ConnFacts, MergedEvents, ObjectEvent, Recording, ReplayError, Threads, TimeNs};
 
 use crate::config::Config;
 use crate::engine::Engine;
@@ -13,9 +13,27 @@ pub struct BuildInput {
     pub recordings: Vec<Recording>,
     /// Extra Kubernetes objects (from `--k8s-from`), applied before all traffic.
     pub snapshot: Vec<ObjectEvent>,
+    /// Threads to read with; the result is the same whatever the number.
+    pub threads: Threads,
 }
 
 impl BuildInput {
+    /// Recordings and snapshot objects, read on as many threads as the machine has.
+    pub fn new(recordings: Vec<Recording>, snapshot: Vec<ObjectEvent>) -> Self {
+        BuildInput { recordings, snapshot, threads: Threads::available() }
+    }
+
+    /// Every event, in the order the engine folds them, connection events as the
+    /// engine's facts.
+    pub fn into_facts(self) -> Result<MergedEvents<ConnFacts>, ReplayError> {
+        MergedEvents::facts_with_threads(&self.recordings, self.snapshot, self.threads)
+    }
+
+    /// Every event, in the order the engine folds them, connection events whole.
+    pub fn into_events(self) -> Result<MergedEvents<ConnEvent>, ReplayError> {
+        MergedEvents::new_with_threads(&self.recordings, self.snapshot, self.threads)
+    }
+
     /// The time extra snapshots are stamped with: the first recording's start.
     pub fn snapshot_time(recordings: &[Recording]) -> TimeNs {
         recordings.iter().filter_map(|r| r.meta().start_ns).min().unwrap_or(0)
@@ -47,7 +65,7 @@ pub fn build_topology(
 /// Folds every event and returns the final engine.
 pub fn fold(input: BuildInput, config: Config, progress: &mut dyn FnMut(u64)) -> Result<Engine, BuildError> {
     let mut engine = engine_for(&input, config);
-    let events = MergedEvents::facts(&input.recordings, input.snapshot)?;
+    let events = input.into_facts()?;
     let mut folded = 0u64;
     for event in events {
         engine.apply(&event?);
@@ -87,7 +105,7 @@ pub fn fold_frames(
     let mut taken = Vec::new();
     let mut next = 0u64;
     let mut engine = engine_for(&input, config);
-    let events = MergedEvents::facts(&input.recordings, input.snapshot)?;
+    let events = input.into_facts()?;
     let mut folded = 0u64;
     for event in events {
         let event = event?;

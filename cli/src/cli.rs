@@ -86,6 +86,10 @@ pub struct NetpolGenerateArgs {
     /// `kubectl get ... -o json` output to use as the Kubernetes state at their start.
     #[arg(long, value_name = "FILE")]
     pub k8s_from: Vec<PathBuf>,
+    /// Threads to read recordings on (default: the CPUs this process may use). The
+    /// output is the same whatever the number.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
     /// Only policies for workloads of this namespace.
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
@@ -106,6 +110,10 @@ pub struct NetpolCheckArgs {
     /// `kubectl get ... -o json` output to use as the Kubernetes state at their start.
     #[arg(long, value_name = "FILE")]
     pub k8s_from: Vec<PathBuf>,
+    /// Threads to read recordings on (default: the CPUs this process may use). The
+    /// output is the same whatever the number.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
     /// Policies to judge instead of the recordings' own (as of the end of the window):
     /// YAML manifests (several documents each), `kubectl get networkpolicies -A -o
     /// json` output, or directories of them (`*.yaml`, `*.yml`, `*.json`).
@@ -181,6 +189,10 @@ pub struct BuildArgs {
     /// Kubernetes state at the start of the recordings.
     #[arg(long, value_name = "FILE")]
     pub k8s_from: Vec<PathBuf>,
+    /// Threads to read recordings on (default: the CPUs this process may use). The
+    /// output is the same whatever the number.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
     /// Engine configuration (YAML, the collector config's keys).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -324,6 +336,10 @@ pub struct AnalyzeArgs {
     /// output to use as the Kubernetes state at their start.
     #[arg(long, value_name = "FILE")]
     pub k8s_from: Vec<PathBuf>,
+    /// Threads to read recordings on (default: the CPUs this process may use). The
+    /// output is the same whatever the number.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
     /// With recording inputs: engine configuration (YAML).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -35,6 +35,15 @@ fn strings<'a>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a St
     column(path, batch, name)?.as_string_opt::<i32>().ok_or_else(|| wrong_type(path, name))
 }
 
+/// Turns a segment's batches into events of one kind; a fresh decoder starts each
+/// reading of a segment or row group, so decoders can run side by side.
+pub(crate) trait Decoder: Default + Send + 'static {
+    /// What it decodes to.
+    type Event;
+    /// Decodes one batch of `path`.
+    fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<Self::Event>>;
+}
+
 fn wrong_type(path: &Path, name: &str) -> ReplayError {
     ReplayError::Schema { path: path.to_owned(), column: name.to_owned(), reason: "unexpected type".to_owned() }
 }
@@ -50,8 +59,10 @@ pub(crate) struct ConnDecoder {
     comm: ParsedDict<Arc<str>>,
 }
 
-impl ConnDecoder {
-    pub(crate) fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ConnEvent>> {
+impl Decoder for ConnDecoder {
+    type Event = ConnEvent;
+
+    fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ConnEvent>> {
         let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
         let node = self.node.keys::<Int32Type>(path, batch, "node", |s| Some(Arc::from(s)))?;
         let kind = self.kind.keys::<Int8Type>(path, batch, "kind", ConnKind::parse)?;
@@ -170,8 +181,10 @@ pub(crate) struct FactsDecoder {
     comm: ParsedDict<ProcessName>,
 }
 
-impl FactsDecoder {
-    pub(crate) fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ConnFacts>> {
+impl Decoder for FactsDecoder {
+    type Event = ConnFacts;
+
+    fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ConnFacts>> {
         let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
         let kind = self.kind.keys::<Int8Type>(path, batch, "kind", ConnKind::parse)?;
         let side = self.side.keys::<Int8Type>(path, batch, "side", Side::parse)?;
@@ -217,8 +230,10 @@ pub(crate) struct ObjectDecoder {
     namespace: ParsedDict<Arc<str>>,
 }
 
-impl ObjectDecoder {
-    pub(crate) fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ObjectEvent>> {
+impl Decoder for ObjectDecoder {
+    type Event = ObjectEvent;
+
+    fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ObjectEvent>> {
         let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
         let kind = self.kind.keys::<Int8Type>(path, batch, "kind", ObjectKind::parse)?;
         let action = self.action.keys::<Int8Type>(path, batch, "action", ObjectAction::parse)?;
@@ -256,8 +271,10 @@ pub(crate) struct DnsDecoder {
     address: ParsedDict<IpAddr>,
 }
 
-impl DnsDecoder {
-    pub(crate) fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<DnsAnswer>> {
+impl Decoder for DnsDecoder {
+    type Event = DnsAnswer;
+
+    fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<DnsAnswer>> {
         let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
         let node = self.node.keys::<Int32Type>(path, batch, "node", |s| Some(Arc::from(s)))?;
         let client_ip = self.client_ip.keys::<Int32Type>(path, batch, "client_ip", |s| s.parse().ok())?;
@@ -293,8 +310,10 @@ pub(crate) struct CgroupDecoder {
     node: ParsedDict<Arc<str>>,
 }
 
-impl CgroupDecoder {
-    pub(crate) fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<PodCgroup>> {
+impl Decoder for CgroupDecoder {
+    type Event = PodCgroup;
+
+    fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<PodCgroup>> {
         let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
         let node = self.node.keys::<Int32Type>(path, batch, "node", |s| Some(Arc::from(s)))?;
         let cgroup_id = primitive::<UInt64Type>(path, batch, "cgroup_id")?.values();

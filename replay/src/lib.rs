@@ -25,7 +25,7 @@ pub use event::{
     ConnEvent, ConnFacts, ConnKind, ConnRecord, DnsAnswer, Event, ObjectAction, ObjectEvent, ObjectKind, PodCgroup,
     ProcessName, Protocol, Side, TimeNs,
 };
-pub use merge::MergedEvents;
+pub use merge::{MergedEvents, Threads};
 pub use meta::{Counters, RecordingMeta, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION};
 pub use reader::Recording;
 pub use writer::{LossCounters, RecordingWriter, WriterOptions};

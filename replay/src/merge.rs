@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::num::NonZeroUsize;
 
 use crate::error::Result;
 use crate::event::{ConnEvent, ConnFacts, ConnRecord, Event, ObjectEvent, TimeNs};
@@ -30,11 +31,56 @@ pub struct MergedEvents<C = ConnEvent> {
     failed: bool,
 }
 
+/// How many threads a replay keeps busy: the one consuming the merged events (the
+/// engine's fold) and the ones decoding connection segments for it. The merged order,
+/// and so everything folded from it, is the same whatever the number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Threads(NonZeroUsize);
+
+impl Threads {
+    /// Everything on the consumer's thread.
+    pub const ONE: Threads = Threads(NonZeroUsize::MIN);
+
+    /// `n` threads in all.
+    pub fn new(n: NonZeroUsize) -> Self {
+        Threads(n)
+    }
+
+    /// As many as the machine (or the container's CPU quota) gives this process.
+    pub fn available() -> Self {
+        Threads(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN))
+    }
+
+    /// The number of threads.
+    pub fn get(self) -> usize {
+        self.0.get()
+    }
+
+    /// Decoders for each recording's connection stream: none with one thread (the
+    /// consumer decodes), otherwise the threads beyond the consumer's shared out, at
+    /// least one per recording so no recording's decoding waits for another's.
+    fn decoders_per_recording(self, recordings: usize) -> Option<NonZeroUsize> {
+        let beyond = self.get().checked_sub(1).and_then(NonZeroUsize::new)?;
+        NonZeroUsize::new(beyond.get() / recordings.max(1)).or(Some(NonZeroUsize::MIN))
+    }
+}
+
+impl Default for Threads {
+    fn default() -> Self {
+        Threads::available()
+    }
+}
+
 impl MergedEvents<ConnEvent> {
     /// Merges `snapshot` (e.g. objects from `--k8s-from`) with every stream of every
     /// recording. Connection streams are decoded on threads of their own.
     pub fn new(recordings: &[Recording], snapshot: Vec<ObjectEvent>) -> Result<Self> {
-        Self::of_recordings(recordings, snapshot, Recording::conn_events)
+        Self::new_with_threads(recordings, snapshot, Threads::default())
+    }
+
+    /// Like [`MergedEvents::new`], on `threads` threads.
+    pub fn new_with_threads(recordings: &[Recording], snapshot: Vec<ObjectEvent>, threads: Threads) -> Result<Self> {
+        Self::of_recordings(recordings, snapshot, Recording::conn_events, threads)
     }
 }
 
@@ -42,7 +88,12 @@ impl MergedEvents<ConnFacts> {
     /// Like [`MergedEvents::new`], with connection events reduced to what the engine
     /// folds: the fast path for building a topology.
     pub fn facts(recordings: &[Recording], snapshot: Vec<ObjectEvent>) -> Result<Self> {
-        Self::of_recordings(recordings, snapshot, Recording::conn_facts)
+        Self::facts_with_threads(recordings, snapshot, Threads::default())
+    }
+
+    /// Like [`MergedEvents::facts`], on `threads` threads.
+    pub fn facts_with_threads(recordings: &[Recording], snapshot: Vec<ObjectEvent>, threads: Threads) -> Result<Self> {
+        Self::of_recordings(recordings, snapshot, Recording::conn_facts, threads)
     }
 }
 
@@ -60,18 +111,30 @@ where
     }))
 }
 
+/// A connection stream decoded on the consumer's thread.
+fn conn_batches<C: 'static>(mut events: StreamEvents<C>) -> Batches<C> {
+    Box::new(std::iter::from_fn(move || {
+        events.next_batch().map(|batch| batch.map(|events| events.into_iter().map(Event::Conn).collect()))
+    }))
+}
+
 impl<C: ConnRecord + Send + 'static> MergedEvents<C> {
     fn of_recordings(
         recordings: &[Recording],
         snapshot: Vec<ObjectEvent>,
         conns: fn(&Recording) -> StreamEvents<C>,
+        threads: Threads,
     ) -> Result<Self> {
         let mut sources = vec![snapshot_batches(snapshot)];
         for recording in recordings {
             sources.push(event_batches(recording.object_events()));
             sources.push(event_batches(recording.pod_cgroups()));
             sources.push(event_batches(recording.dns_answers()));
-            sources.push(Box::new(conns(recording).in_background(Event::Conn)?));
+            let conns = conns(recording);
+            match threads.decoders_per_recording(recordings.len()) {
+                Some(decoders) => sources.push(Box::new(conns.in_parallel(decoders, Event::Conn)?)),
+                None => sources.push(conn_batches(conns)),
+            }
         }
         Self::from_batches(sources)
     }

@@ -9,7 +9,7 @@ use arrow_schema::ArrowError;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 
-use crate::decode::{CgroupDecoder, ConnDecoder, DnsDecoder, FactsDecoder, ObjectDecoder};
+use crate::decode::{CgroupDecoder, ConnDecoder, Decoder, DnsDecoder, FactsDecoder, ObjectDecoder};
 use crate::error::{ReplayError, Result};
 use crate::event::{ConnEvent, ConnFacts, ConnRecord, DnsAnswer, ObjectEvent, PodCgroup};
 use crate::journal::{journal_index, recover, Recovered, LAST_SEQ_KEY};
@@ -156,66 +156,45 @@ impl Recording {
 
     /// Connection events in recorded order.
     pub fn conn_events(&self) -> ConnEvents {
-        StreamEvents {
-            segments: SegmentBatches::new(Stream::Conn, self.conn_segments.clone(), None),
-            decode: {
-                let mut decoder = ConnDecoder::default();
-                Box::new(move |path, batch| decoder.decode(path, batch))
-            },
-            buffer: Vec::new().into_iter(),
-            tail: Some(self.recovered.conns.clone()),
-        }
+        self.stream::<ConnDecoder>(Stream::Conn, &self.conn_segments, None, self.recovered.conns.clone())
     }
 
     /// Connection events in recorded order, reduced to what the engine folds: only
     /// those columns are read, and each dictionary (addresses, kinds) is parsed once
     /// per row group instead of once per batch.
     pub fn conn_facts(&self) -> StreamEvents<ConnFacts> {
-        let mut decoder = FactsDecoder::default();
-        StreamEvents {
-            segments: SegmentBatches::new(Stream::Conn, self.conn_segments.clone(), Some(&FACT_COLUMNS)),
-            decode: Box::new(move |path, batch| decoder.decode(path, batch)),
-            buffer: Vec::new().into_iter(),
-            tail: Some(self.recovered.conns.iter().map(ConnRecord::facts).collect()),
-        }
+        let tail = self.recovered.conns.iter().map(ConnRecord::facts).collect();
+        self.stream::<FactsDecoder>(Stream::Conn, &self.conn_segments, Some(&FACT_COLUMNS), tail)
     }
 
     /// Kubernetes object events in recorded order.
     pub fn object_events(&self) -> ObjectEvents {
-        StreamEvents {
-            segments: SegmentBatches::new(Stream::Objects, self.object_segments.clone(), None),
-            decode: {
-                let mut decoder = ObjectDecoder::default();
-                Box::new(move |path, batch| decoder.decode(path, batch))
-            },
-            buffer: Vec::new().into_iter(),
-            tail: Some(self.recovered.objects.clone()),
-        }
+        self.stream::<ObjectDecoder>(Stream::Objects, &self.object_segments, None, self.recovered.objects.clone())
     }
 
     /// DNS answers in recorded order (none in recordings older than schema version 3).
     pub fn dns_answers(&self) -> DnsAnswers {
-        StreamEvents {
-            segments: SegmentBatches::new(Stream::Dns, self.dns_segments.clone(), None),
-            decode: {
-                let mut decoder = DnsDecoder::default();
-                Box::new(move |path, batch| decoder.decode(path, batch))
-            },
-            buffer: Vec::new().into_iter(),
-            tail: Some(self.recovered.dns.clone()),
-        }
+        self.stream::<DnsDecoder>(Stream::Dns, &self.dns_segments, None, self.recovered.dns.clone())
     }
 
     /// Pod cgroups in recorded order (none in recordings older than schema version 4).
     pub fn pod_cgroups(&self) -> PodCgroups {
+        self.stream::<CgroupDecoder>(Stream::Cgroups, &self.cgroup_segments, None, self.recovered.cgroups.clone())
+    }
+
+    fn stream<D: Decoder>(
+        &self,
+        stream: Stream,
+        segments: &[PathBuf],
+        columns: Option<&'static [&'static str]>,
+        tail: Vec<D::Event>,
+    ) -> StreamEvents<D::Event> {
         StreamEvents {
-            segments: SegmentBatches::new(Stream::Cgroups, self.cgroup_segments.clone(), None),
-            decode: {
-                let mut decoder = CgroupDecoder::default();
-                Box::new(move |path, batch| decoder.decode(path, batch))
-            },
+            segments: SegmentBatches::new(stream, segments.to_vec(), columns),
+            decode: boxed::<D>(),
+            fresh: boxed::<D>,
             buffer: Vec::new().into_iter(),
-            tail: Some(self.recovered.cgroups.clone()),
+            tail: Some(tail),
         }
     }
 
@@ -229,7 +208,7 @@ impl Recording {
         ];
         for (stream, paths) in streams {
             for path in paths {
-                open_segment(stream, path, None)?;
+                open_segment(stream, path, None, None)?;
             }
         }
         Ok(())
@@ -282,7 +261,14 @@ const FACT_COLUMNS: [&str; 13] = [
     "cgroup_id",
 ];
 
-fn open_segment(stream: Stream, path: &Path, columns: Option<&[&str]>) -> Result<ParquetRecordBatchReader> {
+/// Opens a segment for reading after checking its schema: all of it, or only
+/// `row_group` (for decoders that share a segment's row groups out).
+pub(crate) fn open_segment(
+    stream: Stream,
+    path: &Path,
+    columns: Option<&[&str]>,
+    row_group: Option<usize>,
+) -> Result<ParquetRecordBatchReader> {
     let file = File::open(path).map_err(ReplayError::io(path))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(ReplayError::parquet(path))?;
     let version = builder
@@ -326,6 +312,10 @@ fn open_segment(stream: Stream, path: &Path, columns: Option<&[&str]>) -> Result
         }
         None => builder,
     };
+    let builder = match row_group {
+        Some(index) => builder.with_row_groups(vec![index]),
+        None => builder,
+    };
     let rows = match stream {
         Stream::Conn | Stream::Dns | Stream::Cgroups => READ_BATCH_ROWS,
         Stream::Objects => READ_OBJECT_BATCH_ROWS,
@@ -334,10 +324,10 @@ fn open_segment(stream: Stream, path: &Path, columns: Option<&[&str]>) -> Result
 }
 
 /// Record batches of a stream's segments, one segment open at a time.
-struct SegmentBatches {
-    stream: Stream,
-    columns: Option<&'static [&'static str]>,
-    pending: std::vec::IntoIter<PathBuf>,
+pub(crate) struct SegmentBatches {
+    pub(crate) stream: Stream,
+    pub(crate) columns: Option<&'static [&'static str]>,
+    pub(crate) pending: std::vec::IntoIter<PathBuf>,
     current: Option<(PathBuf, ParquetRecordBatchReader)>,
 }
 
@@ -361,7 +351,7 @@ impl SegmentBatches {
                 }
             }
             let path = self.pending.next()?;
-            match open_segment(self.stream, &path, self.columns) {
+            match open_segment(self.stream, &path, self.columns, None) {
                 Ok(reader) => self.current = Some((path, reader)),
                 Err(e) => {
                     self.pending = Vec::new().into_iter();
@@ -372,21 +362,28 @@ impl SegmentBatches {
     }
 }
 
-fn arrow_error(path: &Path, e: ArrowError) -> ReplayError {
+pub(crate) fn arrow_error(path: &Path, e: ArrowError) -> ReplayError {
     // The Parquet reader reports decoding problems (a truncated page, bad
     // compression) through ArrowError::ParquetError / ExternalError.
     ReplayError::Arrow { path: path.to_owned(), source: e }
 }
 
-type Decode<T> = Box<dyn FnMut(&Path, &RecordBatch) -> Result<Vec<T>> + Send>;
+pub(crate) type Decode<T> = Box<dyn FnMut(&Path, &RecordBatch) -> Result<Vec<T>> + Send>;
+
+fn boxed<D: Decoder>() -> Decode<D::Event> {
+    let mut decoder = D::default();
+    Box::new(move |path, batch| decoder.decode(path, batch))
+}
 
 /// Events of one stream, decoded a batch at a time.
 pub struct StreamEvents<T> {
-    segments: SegmentBatches,
+    pub(crate) segments: SegmentBatches,
     decode: Decode<T>,
+    /// A new decoder, for decoding row groups on other threads.
+    pub(crate) fresh: fn() -> Decode<T>,
     buffer: std::vec::IntoIter<T>,
     /// Recovered from the journal: after the segments.
-    tail: Option<Vec<T>>,
+    pub(crate) tail: Option<Vec<T>>,
 }
 
 impl<T> StreamEvents<T> {

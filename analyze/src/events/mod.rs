@@ -11,7 +11,7 @@ pub mod model;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use smap_replay::{Event, MergedEvents, TimeNs};
+use smap_replay::{Event, TimeNs};
 
 pub use emitter::{kind_str, Emitter, EmitterCounters, EmitterFootprint, EmitterOptions, MapGauges, NODE_KINDS};
 pub use model::{ChangeData, ChangeEvent, ChangeEventError, EVENT_TYPES};
@@ -99,7 +99,8 @@ pub fn replay(
         let c = &recording.meta().counters;
         tracker.add_source_losses(c.dropped, c.evicted, c.unparsed);
     }
-    let events = MergedEvents::new(&input.recordings, input.snapshot)?;
+    let last_tick = input.recordings.iter().filter_map(|r| r.meta().last_tick_ns).max();
+    let events = input.into_events()?;
     let mut out = Vec::new();
     let mut folded = 0u64;
     for event in events {
@@ -118,7 +119,7 @@ pub fn replay(
     }
     progress(folded);
     // A live session went on ticking after its last event: its idle timers fired.
-    if let Some(tick) = input.recordings.iter().filter_map(|r| r.meta().last_tick_ns).max() {
+    if let Some(tick) = last_tick {
         tracker.advance(tick.saturating_sub(idle_lag_ns()), &mut out);
     }
     tracker.finish(&mut out);

@@ -13,8 +13,6 @@ pub mod observe;
 pub mod policy;
 pub mod selector;
 
-use smap_replay::MergedEvents;
-
 pub use check::CheckReport;
 pub use generate::{generate, GenerateOptions};
 pub use observe::Observed;
@@ -44,7 +42,7 @@ pub fn check(input: BuildInput, policies: Option<Vec<Policy>>) -> Result<CheckRe
 pub fn observe(input: BuildInput) -> Result<Observed, smap_replay::ReplayError> {
     let nodes = input.recordings.iter().map(|r| r.meta().node.clone()).collect::<Vec<_>>();
     let mut observer = observe::Observer::new(nodes);
-    for event in MergedEvents::facts(&input.recordings, input.snapshot)? {
+    for event in input.into_facts()? {
         observer.apply(&event?);
     }
     Ok(observer.finish())

@@ -10,7 +10,7 @@ use smap_replay::{MergedEvents, Recording};
 
 fn input(name: &str) -> BuildInput {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/recordings").join(name);
-    BuildInput { recordings: vec![Recording::open(&dir).unwrap()], snapshot: vec![] }
+    BuildInput::new(vec![Recording::open(&dir).unwrap()], vec![])
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod open_connections;
 mod port_reuse;
 mod resolution;
 mod retention;
+mod threads;
 mod truth;
 
 /// A fresh resourceVersion: the engine applies each version of an object once.

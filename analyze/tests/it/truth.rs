@@ -6,7 +6,7 @@ use std::path::Path;
 
 use smap_analyze::{build_topology, BuildInput, Config, Topology};
 use smap_replay::simulate::{simulate, Scenario, SimOptions, SimOutcome, TruthEdge, TruthKey};
-use smap_replay::Recording;
+use smap_replay::{LossCounters, Recording, RecordingMeta, RecordingWriter, WriterOptions};
 
 pub fn bookinfo() -> Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios/bookinfo.yaml");
@@ -15,7 +15,7 @@ pub fn bookinfo() -> Scenario {
 
 pub fn build(dir: &Path, config: Config) -> Topology {
     let recording = Recording::open(dir).unwrap();
-    build_topology(BuildInput { recordings: vec![recording], snapshot: vec![] }, config, &mut |_| {}).unwrap()
+    build_topology(BuildInput::new(vec![recording], vec![]), config, &mut |_| {}).unwrap()
 }
 
 pub fn edges_of(topology: &Topology) -> BTreeMap<TruthKey, TruthEdge> {
@@ -37,7 +37,7 @@ pub fn edges_of(topology: &Topology) -> BTreeMap<TruthKey, TruthEdge> {
         .collect()
 }
 
-fn simulate_into(scenario: &Scenario, options: &SimOptions) -> (tempfile::TempDir, SimOutcome) {
+pub fn simulate_into(scenario: &Scenario, options: &SimOptions) -> (tempfile::TempDir, SimOutcome) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rec");
     let outcome = simulate(scenario, options, &out).unwrap();
@@ -90,35 +90,38 @@ fn shop_scenario_matches_the_truth_with_direct_pod_dials_udp_and_externals() {
 
 #[test]
 fn one_recording_per_node_gives_the_same_topology_as_one_for_all() {
-    use smap_replay::{LossCounters, RecordingMeta, RecordingWriter, WriterOptions};
     let options = SimOptions { connections: 3000, churn_per_1000: 3.0, seed: 2, ..SimOptions::default() };
     let (dir, _) = simulate_into(&bookinfo(), &options);
-    let whole = Recording::open(&dir.path().join("rec")).unwrap();
-    // Split by node, as a DaemonSet records: each node's connection events, and the
-    // Kubernetes objects in every recording (each node watches the API).
+    let parts = split_by_node(&dir.path().join("rec"), dir.path(), WriterOptions::default());
+    assert_eq!(parts.len(), 3);
+    let split = build_topology(BuildInput::new(parts, vec![]), Config::default(), &mut |_| {}).unwrap();
+    let single = build(&dir.path().join("rec"), Config::default());
+    assert_eq!(split.edges, single.edges);
+    assert_eq!(split.services, single.services);
+    assert_eq!(split.stats.duplicate_objects, 2 * single.stats.object_events, "each object applied once");
+}
+
+/// Splits a recording by node, as a DaemonSet records: each node's connection events,
+/// and the Kubernetes objects in every recording (each node watches the API).
+pub fn split_by_node(whole: &Path, into: &Path, options: WriterOptions) -> Vec<Recording> {
+    let whole = Recording::open(whole).unwrap();
     let mut writers: BTreeMap<String, RecordingWriter> = BTreeMap::new();
     for event in whole.conn_events() {
         let event = event.unwrap();
         let node = event.node.to_string();
         let writer = writers.entry(node.clone()).or_insert_with(|| {
             let meta = RecordingMeta::new("capture", &node, "");
-            RecordingWriter::create(&dir.path().join(&node), meta, WriterOptions::default()).unwrap()
+            RecordingWriter::create(&into.join(&node), meta, options.clone()).unwrap()
         });
         writer.write_conn(&event).unwrap();
     }
-    assert_eq!(writers.len(), 3);
     let mut parts = Vec::new();
     for (node, mut writer) in writers {
         for object in whole.object_events() {
             writer.write_object(&object.unwrap()).unwrap();
         }
         writer.finish(&LossCounters::default()).unwrap();
-        parts.push(Recording::open(&dir.path().join(node)).unwrap());
+        parts.push(Recording::open(&into.join(node)).unwrap());
     }
-    let split =
-        build_topology(BuildInput { recordings: parts, snapshot: vec![] }, Config::default(), &mut |_| {}).unwrap();
-    let single = build(&dir.path().join("rec"), Config::default());
-    assert_eq!(split.edges, single.edges);
-    assert_eq!(split.services, single.services);
-    assert_eq!(split.stats.duplicate_objects, 2 * single.stats.object_events, "each object applied once");
+    parts
 }

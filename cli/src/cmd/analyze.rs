@@ -1,6 +1,7 @@
 //! `smap analyze`: a topology (read, or built from recordings) through the graph
 //! analyses, an optional diff and policy, to a report and an exit code for CI.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -19,11 +20,13 @@ use crate::output::write_output;
 const EXIT_GATE_FAILED: u8 = 1;
 
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
-    let topology = load_topology(&args.inputs, &args.k8s_from, args.config.as_deref()).context("reading input")?;
+    let topology =
+        load_topology(&args.inputs, &args.k8s_from, args.threads, args.config.as_deref()).context("reading input")?;
     let baseline = match &args.baseline {
-        Some(path) => {
-            Some(load_topology(std::slice::from_ref(path), &[], args.config.as_deref()).context("reading --baseline")?)
-        }
+        Some(path) => Some(
+            load_topology(std::slice::from_ref(path), &[], args.threads, args.config.as_deref())
+                .context("reading --baseline")?,
+        ),
         None => None,
     };
     let policy = match &args.policy {
@@ -77,12 +80,17 @@ fn network_policies(args: &AnalyzeArgs) -> anyhow::Result<smap_analyze::netpol::
         policies.extend(read_policies(path).context("reading --policies")?);
     }
     crate::cmd::netpol::no_policies_is_an_error(&policies, &args.policies)?;
-    let input = open_input(&args.inputs, &args.k8s_from)?;
+    let input = open_input(&args.inputs, &args.k8s_from, args.threads)?;
     smap_analyze::netpol::check(input, Some(policies)).context("checking NetworkPolicies")
 }
 
 /// One topology file, or recording directories built into one topology.
-fn load_topology(paths: &[PathBuf], k8s_from: &[PathBuf], config: Option<&Path>) -> anyhow::Result<Topology> {
+fn load_topology(
+    paths: &[PathBuf],
+    k8s_from: &[PathBuf],
+    threads: Option<NonZeroUsize>,
+    config: Option<&Path>,
+) -> anyhow::Result<Topology> {
     let directories = paths.iter().filter(|path| path.is_dir()).count();
     match paths {
         [file] if directories == 0 => {
@@ -92,7 +100,7 @@ fn load_topology(paths: &[PathBuf], k8s_from: &[PathBuf], config: Option<&Path>)
             let text = fs_err::read_to_string(file)?;
             Topology::from_json(&text).with_context(|| format!("reading topology {}", file.display()))
         }
-        _ if directories == paths.len() => build(paths, k8s_from, load_config(config)?),
+        _ if directories == paths.len() => build(paths, k8s_from, threads, load_config(config)?),
         _ => bail!("give either one topology file or one or more recording directories"),
     }
 }

@@ -1,6 +1,7 @@
 //! `smap build`: recordings (plus an optional kubectl snapshot) to a topology.
 
 use std::io::{IsTerminal, Write};
+use std::num::NonZeroUsize;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use smap_analyze::html::{Page, Source};
 use smap_analyze::render::{render, Format};
 use smap_analyze::{build_topology, BuildInput, Config, Topology};
 use smap_replay::kubectl::read_kubectl_file;
-use smap_replay::Recording;
+use smap_replay::{Recording, Threads};
 
 use crate::cli::{BuildArgs, BuildFormat};
 use crate::output::write_output;
@@ -32,9 +33,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let title = page_title("smap map", &args.recordings);
     let Some(events) = &args.events else {
         let text = match format {
-            Some(format) => render(&build(&args.recordings, &args.k8s_from, config)?, format),
+            Some(format) => render(&build(&args.recordings, &args.k8s_from, args.threads, config)?, format),
             None => {
-                let frames = build_frames(&args.recordings, &args.k8s_from, config)?;
+                let frames = build_frames(&args.recordings, &args.k8s_from, args.threads, config)?;
                 Page { title: &title, source: Source::Frames(&frames), report: None }.render()
             }
         };
@@ -51,7 +52,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     // The replay of a watch session forgets what the session forgot.
     let mut config = config;
     config.map_retention.get_or_insert(WATCH_MAP_RETENTION);
-    let topology = build_events(&args.recordings, &args.k8s_from, config, options, sink)?;
+    let topology = build_events(&args.recordings, &args.k8s_from, args.threads, config, options, sink)?;
     if args.output.is_some() || !to_stdout {
         let text = match format {
             Some(format) => render(&topology, format),
@@ -89,9 +90,10 @@ const PAGE_FRAMES: usize = 24;
 fn build_frames(
     recordings: &[impl AsRef<Path>],
     k8s_from: &[impl AsRef<Path>],
+    threads: Option<NonZeroUsize>,
     config: Config,
 ) -> anyhow::Result<Vec<Frame>> {
-    let input = open_input(recordings, k8s_from)?;
+    let input = open_input(recordings, k8s_from, threads)?;
     let (_, frames) =
         with_progress(|progress| fold_frames(input, config, PAGE_FRAMES, progress)).context("building topology")?;
     if let Some(last) = frames.last() {
@@ -104,9 +106,10 @@ fn build_frames(
 pub fn build(
     recordings: &[impl AsRef<Path>],
     k8s_from: &[impl AsRef<Path>],
+    threads: Option<NonZeroUsize>,
     config: Config,
 ) -> anyhow::Result<Topology> {
-    let input = open_input(recordings, k8s_from)?;
+    let input = open_input(recordings, k8s_from, threads)?;
     let topology = with_progress(|progress| build_topology(input, config, progress)).context("building topology")?;
     warn_losses(&topology);
     Ok(topology)
@@ -118,11 +121,12 @@ pub fn build(
 pub fn build_events(
     recordings: &[impl AsRef<Path>],
     k8s_from: &[impl AsRef<Path>],
+    threads: Option<NonZeroUsize>,
     config: Config,
     options: EmitterOptions,
     sink: Box<dyn Write>,
 ) -> anyhow::Result<Topology> {
-    let input = open_input(recordings, k8s_from)?;
+    let input = open_input(recordings, k8s_from, threads)?;
     let mut writer = std::io::BufWriter::new(sink);
     let mut failure: Option<std::io::Error> = None;
     let mut write = |events: &[ChangeEvent]| {
@@ -148,8 +152,13 @@ pub fn build_events(
     Ok(topology)
 }
 
-/// Opens recordings and reads `--k8s-from` snapshots, stamped at the recordings' start.
-pub(crate) fn open_input(recordings: &[impl AsRef<Path>], k8s_from: &[impl AsRef<Path>]) -> anyhow::Result<BuildInput> {
+/// Opens recordings and reads `--k8s-from` snapshots, stamped at the recordings' start,
+/// to be read on `threads` threads (default: as many as this process may use).
+pub(crate) fn open_input(
+    recordings: &[impl AsRef<Path>],
+    k8s_from: &[impl AsRef<Path>],
+    threads: Option<NonZeroUsize>,
+) -> anyhow::Result<BuildInput> {
     let mut opened = Vec::new();
     for path in recordings {
         let path = path.as_ref();
@@ -169,7 +178,8 @@ pub(crate) fn open_input(recordings: &[impl AsRef<Path>], k8s_from: &[impl AsRef
         }
         snapshot.extend(objects.events);
     }
-    Ok(BuildInput { recordings: opened, snapshot })
+    let threads = threads.map_or_else(Threads::available, Threads::new);
+    Ok(BuildInput { recordings: opened, snapshot, threads })
 }
 
 fn warn_losses(topology: &Topology) {

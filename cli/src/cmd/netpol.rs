@@ -25,7 +25,7 @@ pub fn check(args: NetpolCheckArgs) -> anyhow::Result<ExitCode> {
         no_policies_is_an_error(&all, &args.policies)?;
         Some(all)
     };
-    let input = open_input(&args.recordings, &args.k8s_from)?;
+    let input = open_input(&args.recordings, &args.k8s_from, args.threads)?;
     let report = netpol::check(input, policies).context("checking NetworkPolicies")?;
     let text = match args.format {
         NetpolFormat::Text => report.text(),
@@ -48,7 +48,7 @@ pub fn check(args: NetpolCheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn generate(args: NetpolGenerateArgs) -> anyhow::Result<ExitCode> {
-    let input = open_input(&args.recordings, &args.k8s_from)?;
+    let input = open_input(&args.recordings, &args.k8s_from, args.threads)?;
     let observed = netpol::observe(input).context("replaying the recordings")?;
     let options = GenerateOptions { namespace: args.namespace, egress: args.egress };
     write_output(args.output.as_deref(), &netpol::generate(&observed, &options))?;

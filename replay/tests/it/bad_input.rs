@@ -98,3 +98,40 @@ fn an_empty_or_foreign_directory_is_not_a_recording() {
     let err = Recording::open(dir.path()).unwrap_err();
     assert!(matches!(err, ReplayError::Meta { .. }), "{err:?}");
 }
+
+#[test]
+fn a_corrupt_segment_read_by_many_decoders_is_the_same_error_after_the_same_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rec");
+    let options =
+        WriterOptions { batch_rows: 64, segment_rows: 1_000, row_group_rows: 256, ..WriterOptions::default() };
+    let mut writer = RecordingWriter::create(&path, RecordingMeta::new("capture", "n", ""), options).unwrap();
+    for i in 0..3000 {
+        writer.write_conn(&conn(i)).unwrap();
+    }
+    writer.finish(&LossCounters::default()).unwrap();
+    let segment = path.join("conn-000002.parquet");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    for b in bytes.iter_mut().skip(64).take(2000) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+    let recording = Recording::open(&path).unwrap();
+    let read = |decoders: usize| {
+        let decoders = std::num::NonZeroUsize::new(decoders).unwrap();
+        let mut events = 0;
+        for batch in recording.conn_facts().in_parallel(decoders, |f| f).unwrap() {
+            match batch {
+                Ok(batch) => events += batch.len(),
+                Err(e) => return (events, e.to_string()),
+            }
+        }
+        panic!("read {events} events and no error")
+    };
+    let (events, error) = read(1);
+    assert!(error.contains("conn-000002.parquet"), "{error}");
+    assert!((1000..3000).contains(&events), "the first segment's events come first: {events}");
+    for decoders in 2..=4 {
+        assert_eq!(read(decoders), (events, error.clone()), "with {decoders} decoders");
+    }
+}
