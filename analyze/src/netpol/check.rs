@@ -52,16 +52,15 @@ pub struct Denial {
 impl Denial {
     /// One line of text: `ingress shop/web -> shop/db tcp/5432: 2 connections; isolated by shop/db`.
     pub fn line(&self) -> String {
-        format!(
-            "{} {} -> {} {}/{}: {}; isolated by {}",
-            self.direction.as_str(),
-            self.source,
-            self.destination,
-            self.protocol.to_lowercase(),
-            self.port,
-            connections(self.connections),
-            self.policies.join(", ")
-        )
+        let (direction, source, destination) = (self.direction.as_str(), &self.source, &self.destination);
+        let (port, connections, policies) =
+            (self.port_label(), connections(self.connections), self.policies.join(", "));
+        format!("{direction} {source} -> {destination} {port}: {connections}; isolated by {policies}")
+    }
+
+    /// The protocol and port, as `tcp/5432`.
+    pub fn port_label(&self) -> String {
+        format!("{}/{}", self.protocol.to_lowercase(), self.port)
     }
 }
 
@@ -167,16 +166,12 @@ impl CheckReport {
             out.push_str("| direction | source | destination | port | connections | isolated by |\n");
             out.push_str("| --- | --- | --- | --- | --- | --- |\n");
             for d in &self.denied {
+                let policies = d.policies.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ");
+                let (direction, port) = (d.direction.as_str(), d.port_label());
                 let _ = writeln!(
                     out,
-                    "| {} | `{}` | `{}` | {}/{} | {} | {} |",
-                    d.direction.as_str(),
-                    d.source,
-                    d.destination,
-                    d.protocol.to_lowercase(),
-                    d.port,
-                    d.connections,
-                    d.policies.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+                    "| {direction} | `{}` | `{}` | {port} | {} | {policies} |",
+                    d.source, d.destination, d.connections
                 );
             }
         }
