@@ -2,12 +2,13 @@
 # What each of smap's eBPF programs costs under a connect-heavy load: with
 # kernel.bpf_stats_enabled=1 the kernel counts each program's runs and run time; the
 # difference across the load, per program, gives ns per run and runs per connection.
-# Needs root and bpftool. Usage: benches/program_cost.sh [CONNECTIONS] (default 40000).
+# Needs root and bpftool. Usage: benches/program_cost.sh [CONNECTIONS] (default 40000);
+# SMAP=PATH measures another smap binary (an older build, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-40000}
 cargo build --release -q -p smap -p smap-benches
-smap=target/release/smap
+smap=${SMAP:-target/release/smap}
 load=target/release/smap-loadgen
 out=target/bench-program-cost
 rm -rf "$out"; mkdir -p "$out"

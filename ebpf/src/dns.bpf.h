@@ -8,7 +8,8 @@
  * undone (a reply from the cluster DNS Service carries its ClusterIP). It needs only
  * what the other cgroup hooks need, and it sees the packet, where the socket hooks see
  * addresses only. skb->data is at the network header here; bpf_skb_load_bytes reads
- * across fragments, so a reply in a non-linear skb is copied whole too. TCP DNS is not
+ * across fragments, so a reply in a non-linear skb is copied whole too (direct packet
+ * access, a read of the linear part only, is used for the IP header alone). TCP DNS is not
  * copied: a reply over TCP can span segments, and stub resolvers fall back to it only
  * for answers over 512 bytes.
  */
@@ -38,20 +39,20 @@ int on_dns_reply(struct __sk_buff *skb)
 	__u16 family, dport = 0, udp_len = 0;
 	struct smap_dns *d;
 	__u8 hdr[8] = {};
-	__u8 proto = 0;
+	__u8 *ip = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
 
+	/* This runs for every packet a socket receives, TCP above all: the IP header is
+	 * in the linear part by now (the stack pulled it), so it is read in place, without
+	 * a helper call, to leave everything but UDP at once. */
 	if (skb->protocol == ETH_P_IP_BE) {
-		__u8 vihl = 0;
-
-		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) < 0 || bpf_skb_load_bytes(skb, 9, &proto, 1) < 0)
+		if ((void *)(ip + 20) > data_end || ip[9] != IPPROTO_UDP_NUM)
 			return 1;
-		if (proto != IPPROTO_UDP_NUM)
-			return 1;
-		udp_off = (vihl & 0x0f) * 4;
+		udp_off = (ip[0] & 0x0f) * 4;
 		family = AF_INET;
 	} else if (skb->protocol == ETH_P_IPV6_BE) {
 		/* Extension headers are rare on DNS replies and not followed. */
-		if (bpf_skb_load_bytes(skb, 6, &proto, 1) < 0 || proto != IPPROTO_UDP_NUM)
+		if ((void *)(ip + 40) > data_end || ip[6] != IPPROTO_UDP_NUM)
 			return 1;
 		udp_off = 40;
 		family = AF_INET6;

@@ -454,10 +454,14 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(wake_reader, const struct sock *sk, const int oldstate, const int newstate)
 {
-	__u64 prod = bpf_ringbuf_query(&events, BPF_RB_PROD_POS);
-	__u64 cons = bpf_ringbuf_query(&events, BPF_RB_CONS_POS);
-	__u64 marker = 0;
+	__u64 prod, cons, marker = 0;
 
+	/* Only these changes record an event. Skipping the other seven of a connection's
+	 * ten delays no wake-up past the next of these or the reader's 50 ms timer. */
+	if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE && newstate != TCP_LISTEN)
+		return 0;
+	prod = bpf_ringbuf_query(&events, BPF_RB_PROD_POS);
+	cons = bpf_ringbuf_query(&events, BPF_RB_CONS_POS);
 	if (prod - cons < wakeup_bytes || prod - last_wake_pos < wakeup_bytes)
 		return 0;
 	last_wake_pos = prod;
