@@ -5,9 +5,10 @@
 #   libbpf-tools `tcplife` (Debian package libbpf-tools) on the same load;
 # - events dropped at full speed (the highest rate with 0 drops is the full speed when
 #   drops stay 0);
-# - CPU and peak RSS of `smap capture` at 1k and 10k connections/s;
+# - peak RSS of `smap capture` idle, and its CPU and peak RSS at 1k and 10k connections/s;
 # - bytes on disk per connection event.
 # Needs root. Usage: benches/capture.sh [CONNECTIONS [ROUNDS]] (default 40000 5).
+# SMAP_COMPARE=PATH also runs another smap binary (an older build, say) in each round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-40000}
@@ -21,7 +22,7 @@ rm -rf "$out"; mkdir -p "$out"
 rate() { "$load" "$@" | awk '{print $3}'; }
 start_capture() {
     rm -rf "$out/rec"
-    "$smap" capture --out "$out/rec" --node bench > "$out/summary.txt" 2> "$out/capture.err" &
+    "${1:-$smap}" capture --out "$out/rec" --node bench > "$out/summary.txt" 2> "$out/capture.err" &
     cap=$!
     while [ ! -f "$out/rec/recording.json" ]; do sleep 0.1; done
     sleep 0.5
@@ -33,10 +34,16 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # round's ratios share its conditions; the medians of several rounds are reported.
 has_tcplife=false
 command -v tcplife >/dev/null && has_tcplife=true
-smap_ratios=(); tcplife_ratios=(); bases=()
+smap_ratios=(); tcplife_ratios=(); compare_ratios=(); bases=()
 for round in $(seq "$rounds"); do
     base=$(rate "$n" 2)
     bases+=("$base")
+    if [ -n "${SMAP_COMPARE:-}" ]; then
+        start_capture "$SMAP_COMPARE"
+        with=$(rate "$n" 2)
+        stop_capture
+        compare_ratios+=("$(python3 -c "print($with / $base)")")
+    fi
     start_capture
     with=$(rate "$n" 2)
     stop_capture
@@ -58,10 +65,15 @@ echo "connect() throughput, $n loopback connections, 2 threads, $rounds rounds"
 echo "  no tracer:      ${bases[*]} conn/s"
 echo "  smap capture:   $(summarize "${smap_ratios[@]}")"
 $has_tcplife && echo "  tcplife:        $(summarize "${tcplife_ratios[@]}")"
+[ -n "${SMAP_COMPARE:-}" ] && echo "  $SMAP_COMPARE: $(summarize "${compare_ratios[@]}")"
 echo "  last capture: $summary"
 echo "  bytes on disk per connection event: $(python3 -c "print(f'{$bytes/$events:.2f}')") ($bytes bytes, $events events)"
 
 hz=$(getconf CLK_TCK)
+start_capture
+sleep 5
+echo "idle for 5 s: smap capture peak RSS $(( $(awk '/VmHWM/ {print $2}' "/proc/$cap/status") / 1024 )) MiB"
+stop_capture
 for r in 1000 10000; do
     start_capture
     before=$(cpu_ticks "$cap")

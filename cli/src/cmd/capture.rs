@@ -10,6 +10,7 @@ use crate::cli::CaptureArgs;
 use crate::cmd::build::load_config;
 
 pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
+    crate::cmd::one_malloc_arena();
     let config = load_config(args.config.as_deref())?;
     let node = node_name(args.node.as_deref())?;
     let mut kernel = KernelConfig::new(node.as_str());

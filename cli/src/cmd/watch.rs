@@ -21,6 +21,7 @@ use crate::cmd::build::load_config;
 use crate::cmd::capture::shutdown_signal;
 
 pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    crate::cmd::one_malloc_arena();
     let mut config = load_config(args.config.as_deref())?;
     if let Some(max) = args.max_connections {
         config.max_connections = max.max(1);
