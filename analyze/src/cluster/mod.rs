@@ -127,6 +127,9 @@ pub struct SliceEndpoint {
     pub pod: Option<String>,
 }
 
+/// The label an EndpointSlice names its Service by.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
 /// What resolution needs of an EndpointSlice.
 #[derive(Clone, Debug)]
 pub struct SliceInfo {

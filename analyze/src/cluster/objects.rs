@@ -158,11 +158,7 @@ pub(super) fn slice_info(slice: &EndpointSlice) -> SliceInfo {
     let meta = &slice.metadata;
     let namespace = meta.namespace.as_deref().unwrap_or("default");
     SliceInfo {
-        service: meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("kubernetes.io/service-name"))
-            .map(|name| key(namespace, name)),
+        service: meta.labels.as_ref().and_then(|l| l.get(super::SERVICE_NAME_LABEL)).map(|name| key(namespace, name)),
         endpoints: slice
             .endpoints
             .iter()
