@@ -7,6 +7,7 @@ use serde_json::Value;
 use smap_replay::{Event, ObjectAction, ObjectEvent, ObjectKind};
 
 mod analysis;
+mod cluster_changes;
 mod dns_names;
 mod entry;
 mod events;
@@ -21,6 +22,7 @@ mod resolution;
 mod retention;
 mod threads;
 mod truth;
+mod udp_flows;
 
 /// A fresh resourceVersion: the engine applies each version of an object once.
 pub fn next_resource_version() -> String {

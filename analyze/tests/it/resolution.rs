@@ -10,6 +10,7 @@ use smap_replay::{ConnEvent, ConnKind, Event, ObjectAction, ObjectKind, Side};
 use crate::object;
 
 pub(crate) const T0: i64 = 1_767_225_600_000_000_000;
+
 pub(crate) const MS: i64 = 1_000_000;
 
 pub(crate) fn pod_json(
@@ -243,160 +244,6 @@ fn failed_connects_land_on_their_edge() {
     assert_eq!(edges(&t), vec![edge("shop/web", "shop/api", "tcp", 80, 0, 2, 0, 0)]);
 }
 
-fn udp(side: Side, server: &str, port: u16, sent: u64, received: u64, t: i64) -> Event {
-    let mut e = conn(ConnKind::UdpFlow, side, "10.244.1.10", 53000, server, port, t);
-    e.bytes_sent = sent;
-    e.bytes_received = received;
-    Event::Conn(e)
-}
-
-#[test]
-fn one_unconnected_udp_socket_sending_to_two_servers_makes_two_flows() {
-    // A resolver asks two servers from one socket (web -> api, web -> web's own
-    // Service); each end reports each flow twice, in different orders.
-    let to_api = |t| udp(Side::Client, "10.96.0.20", 80, 40, 80, t);
-    let at_api = |t| udp(Side::Server, "10.244.2.20", 8080, 80, 40, t);
-    let to_web = |t| udp(Side::Client, "10.96.0.10", 80, 7, 14, t);
-    let at_web = |t| udp(Side::Server, "10.244.1.10", 8080, 14, 7, t);
-    let orders: [Vec<Event>; 3] = [
-        vec![to_api(1), at_api(2), to_web(3), at_web(4), to_api(5), at_api(6), to_web(7), at_web(8)],
-        vec![to_api(1), to_web(2), at_api(3), at_web(4), to_web(5), to_api(6), at_web(7), at_api(8)],
-        vec![at_api(1), to_api(2), at_web(3), to_web(4), at_web(5), at_api(6), to_web(7), to_api(8)],
-    ];
-    for (i, traffic) in orders.into_iter().enumerate() {
-        let mut events = shop();
-        events.extend(traffic.into_iter().map(|e| match e {
-            Event::Conn(mut c) => {
-                c.time_ns = T0 + c.time_ns * MS;
-                Event::Conn(c)
-            }
-            other => other,
-        }));
-        let t = run(Config::default(), events);
-        let mut found = edges(&t);
-        found.sort();
-        assert_eq!(
-            found,
-            vec![
-                edge("shop/web", "shop/api", "udp", 80, 1, 0, 80, 160),
-                edge("shop/web", "shop/web", "udp", 80, 1, 0, 14, 28)
-            ],
-            "order {i}"
-        );
-    }
-}
-
-#[test]
-fn a_udp_flow_to_a_pod_behind_two_services_counts_once() {
-    // The client dials api-alias; the server end resolves its pod to `api`, the first
-    // of its two Services by name. The ends still make one flow, on the dialed edge.
-    let mut events = shop();
-    events.push(service("shop", "api-alias", "10.96.0.21", 80, 8080));
-    let mut alias_slice = slice("shop", "api-alias", &[("10.244.2.20", "api-1", true)], T0, ObjectAction::Snapshot);
-    if let Event::Object(o) = &mut alias_slice {
-        o.object = o.object.replace("api-alias-abc", "api-alias-slice");
-    }
-    events.push(alias_slice);
-    for t in [T0 + MS, T0 + 3 * MS] {
-        events.push(udp(Side::Client, "10.96.0.21", 80, 10, 20, t));
-        events.push(udp(Side::Server, "10.244.2.20", 8080, 20, 10, t + MS));
-    }
-    let t = run(Config::default(), events);
-    assert_eq!(edges(&t), vec![edge("shop/web", "shop/api-alias", "udp", 80, 1, 0, 20, 40)]);
-}
-
-#[test]
-fn udp_flows_count_once_and_bytes_come_from_one_end() {
-    let mut events = shop();
-    for (i, t) in [(0, T0 + MS), (1, T0 + 5 * MS)] {
-        let mut client = conn(ConnKind::UdpFlow, Side::Client, "10.244.1.10", 53000, "10.96.0.20", 80, t);
-        client.bytes_sent = 40 + i;
-        client.bytes_received = 120;
-        let mut server = conn(ConnKind::UdpFlow, Side::Server, "10.244.1.10", 53000, "10.244.2.20", 8080, t + 1);
-        server.bytes_sent = 120;
-        server.bytes_received = 40 + i;
-        events.push(Event::Conn(client));
-        events.push(Event::Conn(server));
-    }
-    let t = run(Config::default(), events);
-    assert_eq!(edges(&t), vec![edge("shop/web", "shop/api", "udp", 80, 1, 0, 81, 240)]);
-}
-
-#[test]
-fn an_ip_reused_by_another_services_pod_is_attributed_by_time() {
-    let mut events = shop();
-    events.push(pod("shop", "db-1", "10.244.3.30", "db"));
-    events.push(service("shop", "db", "10.96.0.30", 5432, 5432));
-    events.push(slice("shop", "db", &[("10.244.3.30", "db-1", true)], T0, ObjectAction::Snapshot));
-    // web-1 calls api, then is deleted; its IP goes to a pod of api, which calls db.
-    events.push(Event::Conn(conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", 40000, "10.96.0.20", 80, T0 + MS)));
-    let deleted = pod_json("shop", "web-1", "10.244.1.10", json!({"app": "web"}), None, true);
-    events.push(object(ObjectKind::Pod, ObjectAction::Deleted, deleted, T0 + 10 * MS));
-    events.push(slice("shop", "web", &[], T0 + 10 * MS, ObjectAction::Modified));
-    let reused = pod_json("shop", "api-2", "10.244.1.10", json!({"app": "api"}), None, true);
-    events.push(object(ObjectKind::Pod, ObjectAction::Added, reused, T0 + 11 * MS));
-    events.push(slice(
-        "shop",
-        "api",
-        &[("10.244.2.20", "api-1", true), ("10.244.1.10", "api-2", true)],
-        T0 + 11 * MS,
-        ObjectAction::Modified,
-    ));
-    events.push(Event::Conn(conn(
-        ConnKind::TcpConnect,
-        Side::Client,
-        "10.244.1.10",
-        40001,
-        "10.96.0.30",
-        5432,
-        T0 + 20 * MS,
-    )));
-    let t = run(Config::default(), events);
-    assert_eq!(
-        edges(&t),
-        vec![edge("shop/api", "shop/db", "tcp", 5432, 1, 0, 0, 0), edge("shop/web", "shop/api", "tcp", 80, 1, 0, 0, 0)]
-    );
-}
-
-#[test]
-fn a_lagging_nodes_copy_of_an_old_version_does_not_undo_a_delete() {
-    let with_version = |event: Event, version: &str| match event {
-        Event::Object(mut o) => {
-            o.resource_version = version.to_owned();
-            Event::Object(o)
-        }
-        other => other,
-    };
-    let mut events = shop();
-    let web = pod_json("shop", "web-1", "10.244.1.10", json!({"app": "web"}), None, true);
-    events.push(with_version(object(ObjectKind::Pod, ObjectAction::Deleted, web.clone(), T0 + 10 * MS), "6"));
-    let reused = pod_json("shop", "api-2", "10.244.1.10", json!({"app": "api"}), None, true);
-    events.push(with_version(object(ObjectKind::Pod, ObjectAction::Added, reused, T0 + 11 * MS), "7"));
-    events.push(slice(
-        "shop",
-        "api",
-        &[("10.244.2.20", "api-1", true), ("10.244.1.10", "api-2", true)],
-        T0 + 11 * MS,
-        ObjectAction::Modified,
-    ));
-    // Another node's recording still carries web-1's older version, and a second copy
-    // of its delete.
-    events.push(with_version(object(ObjectKind::Pod, ObjectAction::Modified, web.clone(), T0 + 12 * MS), "5"));
-    events.push(with_version(object(ObjectKind::Pod, ObjectAction::Deleted, web, T0 + 12 * MS), "6"));
-    events.push(Event::Conn(conn(
-        ConnKind::TcpConnect,
-        Side::Client,
-        "10.244.1.10",
-        40001,
-        "10.96.0.10",
-        80,
-        T0 + 20 * MS,
-    )));
-    let t = run(Config::default(), events);
-    assert_eq!(edges(&t), vec![edge("shop/api", "shop/web", "tcp", 80, 1, 0, 0, 0)]);
-    assert_eq!(t.stats.duplicate_objects, 2);
-}
-
 #[test]
 fn pods_without_a_service_are_named_by_their_workload() {
     let owners = [
@@ -491,51 +338,6 @@ fn nodes_host_network_pods_and_externals() {
 }
 
 #[test]
-fn a_udp_flow_that_moved_no_byte_is_not_traffic() {
-    let mut events = shop();
-    // A connected UDP socket used only to learn a route, as many clients do.
-    events.push(Event::Conn(conn(ConnKind::UdpFlow, Side::Client, "10.244.1.10", 50000, "10.96.0.20", 80, T0 + MS)));
-    let t = run(Config::default(), events);
-    assert!(t.edges.is_empty());
-    assert_eq!(t.stats.empty_flows, 1);
-}
-
-#[test]
-fn a_deleted_nodes_address_is_outside_the_cluster_again() {
-    let mut events = shop();
-    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-9", "uid": "n9"},
-        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.9"}]}});
-    events.push(object(ObjectKind::Node, ObjectAction::Snapshot, node.clone(), T0));
-    events.push(Event::Conn(conn(
-        ConnKind::TcpConnect,
-        Side::Client,
-        "10.244.2.20",
-        40000,
-        "10.0.0.9",
-        10250,
-        T0 + MS,
-    )));
-    events.push(object(ObjectKind::Node, ObjectAction::Deleted, node, T0 + 2 * MS));
-    events.push(Event::Conn(conn(
-        ConnKind::TcpConnect,
-        Side::Client,
-        "10.244.2.20",
-        40001,
-        "10.0.0.9",
-        10250,
-        T0 + 3 * MS,
-    )));
-    let t = run(Config { include_external_services: true, ..Config::default() }, events);
-    assert_eq!(
-        edges(&t),
-        vec![
-            edge("shop/api", "external/10.0.0.9:10250", "tcp", 10250, 1, 0, 0, 0),
-            edge("shop/api", "node/node-9", "tcp", 10250, 1, 0, 0, 0),
-        ]
-    );
-}
-
-#[test]
 fn a_dual_stack_endpoint_counts_once() {
     let mut events = shop();
     let v6 = object(
@@ -599,34 +401,6 @@ fn namespace_filters_and_min_connection_count() {
 }
 
 #[test]
-fn health_follows_endpoint_readiness() {
-    let mut events = shop();
-    events.push(slice(
-        "shop",
-        "api",
-        &[("10.244.2.20", "api-1", true), ("10.244.2.21", "api-2", false)],
-        T0 + MS,
-        ObjectAction::Modified,
-    ));
-    events.push(slice("shop", "web", &[("10.244.1.10", "web-1", false)], T0 + MS, ObjectAction::Modified));
-    events.push(object(
-        ObjectKind::Service,
-        ObjectAction::Snapshot,
-        json!({
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "legacy", "namespace": "shop"},
-        "spec": {"clusterIP": "10.96.0.99", "ports": [{"port": 5432}]}}),
-        T0,
-    ));
-    let t = run(Config::default(), events);
-    let api = &t.services["shop/api"];
-    assert_eq!((api.health, api.endpoints.ready, api.endpoints.total), (Health::Degraded, 1, 2));
-    assert_eq!(t.services["shop/web"].health, Health::Down);
-    assert_eq!(t.services["shop/legacy"].health, Health::Unknown, "no selector, no slices");
-    assert_eq!(t.services["shop/legacy"].service_type, ServiceType::Database);
-    assert_eq!(t.services["shop/api"].version.as_deref(), Some("1.0"), "image tag");
-}
-
-#[test]
 fn outside_addresses_past_max_services_share_one_node() {
     let mut events = shop();
     for i in 0..5u8 {
@@ -672,61 +446,6 @@ fn evictions_are_counted_when_the_table_is_full() {
     let t = run(Config { max_connections: 4, ..Config::default() }, events);
     assert_eq!(t.stats.evicted, 6);
     assert_eq!(edges(&t), vec![edge("shop/web", "shop/api", "tcp", 80, 10, 0, 0, 0)]);
-}
-
-#[test]
-fn cached_resolutions_follow_the_cluster_as_it_changes() {
-    // The same addresses are dialed after each change: an answer cached before it
-    // would show up as a wrong edge.
-    let dial = |port: u16, t: i64| {
-        [
-            conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", port, "10.244.3.30", 8080, t),
-            conn(ConnKind::TcpConnect, Side::Client, "10.244.1.10", port + 1, "fd00::30", 8080, t),
-            conn(ConnKind::TcpConnect, Side::Client, "10.244.3.30", port, "10.96.0.20", 80, t),
-        ]
-        .map(Event::Conn)
-    };
-    let mut dual_stack = pod_json("shop", "cache-1", "10.244.3.30", json!({"app": "cache"}), None, true);
-    dual_stack["status"]["podIPs"] = json!([{"ip": "10.244.3.30"}, {"ip": "fd00::30"}]);
-    let mut events = shop();
-    events.push(object(ObjectKind::Pod, ObjectAction::Added, dual_stack.clone(), T0 + MS));
-    events.extend(dial(41000, T0 + 2 * MS));
-    // A Service selects the pod; it has no EndpointSlice yet.
-    events.push(service("shop", "cache", "10.96.0.30", 80, 8080));
-    events.extend(dial(42000, T0 + 3 * MS));
-    // Its first EndpointSlice lists some other pod: selectors no longer stand in.
-    events.push(slice("shop", "cache", &[("10.244.9.9", "elsewhere", true)], T0 + 3 * MS, ObjectAction::Added));
-    events.extend(dial(42500, T0 + 3 * MS + 1));
-    // api's slice now lists the pod's IPv4 address: both of its addresses are api's.
-    let both = [("10.244.2.20", "api-1", true), ("10.244.3.30", "cache-1", true)];
-    events.push(slice("shop", "api", &both, T0 + 4 * MS, ObjectAction::Modified));
-    events.extend(dial(43000, T0 + 5 * MS));
-    // The pod goes, another takes its IPv4 address, api's slice lets go of it.
-    events.push(object(ObjectKind::Pod, ObjectAction::Deleted, dual_stack, T0 + 6 * MS));
-    events.push(object(
-        ObjectKind::Pod,
-        ObjectAction::Added,
-        pod_json("shop", "debug", "10.244.3.30", json!({"app": "debug"}), None, true),
-        T0 + 6 * MS,
-    ));
-    events.push(slice("shop", "api", &[("10.244.2.20", "api-1", true)], T0 + 6 * MS, ObjectAction::Modified));
-    events.extend(dial(44000, T0 + 7 * MS));
-    let t = run(Config { include_external_services: true, ..Config::default() }, events);
-    let mut expected = vec![
-        edge("shop/web", "shop/cache-1", "tcp", 8080, 4, 0, 0, 0),
-        edge("shop/cache-1", "shop/api", "tcp", 80, 2, 0, 0, 0),
-        edge("shop/web", "shop/cache", "tcp", 80, 2, 0, 0, 0),
-        edge("shop/cache", "shop/api", "tcp", 80, 1, 0, 0, 0),
-        edge("shop/web", "shop/api", "tcp", 80, 2, 0, 0, 0),
-        edge("shop/api", "shop/api", "tcp", 80, 1, 0, 0, 0),
-        edge("shop/web", "shop/debug", "tcp", 8080, 1, 0, 0, 0),
-        edge("shop/web", "external/[fd00::30]:8080", "tcp", 8080, 1, 0, 0, 0),
-        edge("shop/debug", "shop/api", "tcp", 80, 1, 0, 0, 0),
-    ];
-    expected.sort();
-    let mut found = edges(&t);
-    found.sort();
-    assert_eq!(found, expected);
 }
 
 #[test]
