@@ -11,7 +11,6 @@
 //!                                          10.244.0.0/16 dev sink0 (unassigned pod IPs)
 //! ```
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,6 +18,7 @@ use std::sync::{Mutex, Once};
 use std::time::SystemTime;
 
 use crate::error::{HarnessError, Result};
+use crate::ids::{k8s_suffix, uid};
 use crate::kube_proxy::{self, PortRules};
 use crate::spec::{PodRef, PodSpec, ServiceRef, ServiceSpec, TargetPort};
 use crate::sys;
@@ -188,7 +188,7 @@ impl Cluster {
         let node_ip = self.options.node_ip;
         // A new namespace copies the host's sysctls (net.core.devconf_inherit_init_net
         // = 0): a host with rp_filter=1 or arp_ignore=1 would break the routed pods.
-        write_sysctls(
+        sys::write_sysctls(
             &node,
             &[
                 ("net/ipv4/ip_forward", "1"),
@@ -201,7 +201,7 @@ impl Cluster {
                 ("net/ipv6/conf/default/disable_ipv6", "1"),
             ],
         )?;
-        ip_batch(
+        sys::ip_batch(
             &node,
             &[
                 "link set lo up".to_owned(),
@@ -312,7 +312,7 @@ impl Cluster {
 
     fn wire_pod(&self, netns: &str, veth: &str, ip: Ipv4Addr) -> Result<()> {
         let node_ip = self.options.node_ip;
-        write_sysctls(
+        sys::write_sysctls(
             netns,
             &[
                 ("net/ipv4/conf/all/rp_filter", "0"),
@@ -323,11 +323,11 @@ impl Cluster {
         )?;
         // Made inside the node namespace with its peer put straight into the pod's:
         // no interface ever appears in the host namespace, so names cannot collide.
-        ip_batch(
+        sys::ip_batch(
             &self.node_netns,
             &[format!("link add {veth} type veth peer name eth0 netns {netns}"), format!("link set {veth} up")],
         )?;
-        ip_batch(
+        sys::ip_batch(
             netns,
             &[
                 "link set lo up".to_owned(),
@@ -338,7 +338,7 @@ impl Cluster {
                 format!("route add default via {node_ip} dev eth0 src {ip}"),
             ],
         )?;
-        ip_batch(&self.node_netns, &[format!("route add {ip}/32 dev {veth} src {node_ip}")])
+        sys::ip_batch(&self.node_netns, &[format!("route add {ip}/32 dev {veth} src {node_ip}")])
     }
 
     /// Deletes a pod: kills what runs in it, removes its veth (and the node's route to
@@ -567,80 +567,12 @@ pub(crate) fn target_port(
     Some(SocketAddrV4::new(endpoint.ip, port))
 }
 
-/// Writes sysctls inside a namespace (`/proc/sys/net` shows the namespace of the
-/// process reading it); keys a kernel lacks (no IPv6) are skipped.
-fn write_sysctls(netns: &str, settings: &[(&str, &str)]) -> Result<()> {
-    let script: Vec<String> = settings
-        .iter()
-        .map(|(key, value)| format!("if [ -e /proc/sys/{key} ]; then echo {value} > /proc/sys/{key}; fi"))
-        .collect();
-    let mut cmd = sys::netns_exec(netns, sys::command(sys::SH)?.get_program())?;
-    cmd.args(["-e", "-c", &script.join("\n")]);
-    sys::run(&mut cmd, None).map(drop)
-}
-
-/// `ip -n NETNS -batch -`: several changes for one process.
-pub(crate) fn ip_batch(netns: &str, lines: &[String]) -> Result<()> {
-    let mut text = lines.join("\n");
-    text.push('\n');
-    sys::run(&mut sys::ip(Some(netns), ["-batch", "-"])?, Some(&text)).map(drop)
-}
-
 /// Whether `ip` lies in `cidr` ("a.b.c.d/n").
 pub(crate) fn in_cidr(ip: Ipv4Addr, cidr: &str) -> bool {
     let Some((net, len)) = cidr.split_once('/') else { return false };
     let (Ok(net), Ok(len)) = (net.parse::<Ipv4Addr>(), len.parse::<u32>()) else { return false };
     let mask = u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0);
     u32::from(ip) & mask == u32::from(net) & mask
-}
-
-fn hash64(parts: &[&str], salt: u64) -> u64 {
-    use std::hash::{Hash, Hasher};
-    // DefaultHasher::new() has fixed keys: the same names give the same ids in every
-    // run of one build (kubectl JSON snapshots stay stable).
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    salt.hash(&mut hasher);
-    parts.hash(&mut hasher);
-    hasher.finish()
-}
-
-/// A version-4-shaped UUID derived from names, stable across runs.
-pub(crate) fn uid(parts: &[&str]) -> String {
-    let hex = format!("{:016x}{:016x}", hash64(parts, 1), hash64(parts, 2));
-    format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
-}
-
-/// `n` characters of Kubernetes' name-suffix alphabet (no vowels, no 0/1/3), as in
-/// ReplicaSet pod-template-hashes and generated names.
-pub(crate) fn k8s_suffix(seed: &str, n: usize) -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut value = hash64(&[seed], 3);
-    let mut out = String::with_capacity(n);
-    for i in 0..n {
-        if i % 12 == 11 {
-            value = hash64(&[seed], 4 + i as u64);
-        }
-        out.push(char::from(ALPHABET[(value % ALPHABET.len() as u64) as usize]));
-        value /= ALPHABET.len() as u64;
-    }
-    out
-}
-
-/// Hex digits derived from names, for container and image ids.
-pub(crate) fn hex_id(parts: &[&str], n: usize) -> String {
-    let mut out = String::new();
-    let mut salt = 10;
-    while out.len() < n {
-        out.push_str(&format!("{:016x}", hash64(parts, salt)));
-        salt += 1;
-    }
-    out.truncate(n);
-    out
-}
-
-/// Labels as a JSON-ready map.
-pub(crate) fn labels_json(labels: &BTreeMap<String, String>) -> serde_json::Value {
-    serde_json::Value::Object(labels.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect())
 }
 
 #[cfg(test)]
@@ -653,18 +585,5 @@ mod tests {
         assert!(in_cidr(Ipv4Addr::new(10, 111, 255, 255), SERVICE_CIDR));
         assert!(!in_cidr(Ipv4Addr::new(10, 112, 0, 1), SERVICE_CIDR));
         assert!(in_cidr(Ipv4Addr::new(10, 244, 9, 9), POD_CIDR));
-    }
-
-    #[test]
-    fn ids_are_stable_and_shaped() {
-        let a = uid(&["x", "y"]);
-        assert_eq!(a, uid(&["x", "y"]));
-        assert_ne!(a, uid(&["x", "z"]));
-        assert_eq!(a.len(), 36);
-        assert_eq!(a.matches('-').count(), 4);
-        let hash = k8s_suffix("reviews-v1", 10);
-        assert_eq!(hash.len(), 10);
-        assert!(hash.bytes().all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)));
-        assert_eq!(hex_id(&["c"], 64).len(), 64);
     }
 }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::cluster::{hex_id, uid, Cluster, PodState};
+use crate::cluster::{Cluster, PodState};
 use crate::error::{HarnessError, Result};
+use crate::ids::{hex_id, uid};
 use crate::spec::{PodRef, PodSpec};
 
 /// Shared by every test's pods; left in place (empty) when a test ends, as kubelet

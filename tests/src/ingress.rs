@@ -7,8 +7,9 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use crate::cluster::{uid, Cluster};
+use crate::cluster::Cluster;
 use crate::error::{HarnessError, Result};
+use crate::ids::uid;
 use crate::peer::CallReport;
 use crate::spec::PodRef;
 use crate::traffic::{run_call, Server};

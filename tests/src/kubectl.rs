@@ -7,7 +7,8 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use crate::cluster::{hex_id, k8s_suffix, labels_json, target_port, uid, Cluster, PodState, ServiceState};
+use crate::cluster::{target_port, Cluster, PodState, ServiceState};
+use crate::ids::{hex_id, k8s_suffix, labels_json, uid};
 use crate::spec::{Owner, TargetPort};
 
 fn time(t: SystemTime) -> String {

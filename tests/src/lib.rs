@@ -48,6 +48,7 @@ pub mod browser;
 mod cluster;
 mod error;
 mod host_network;
+mod ids;
 mod ingress;
 mod kube_proxy;
 mod kubectl;

@@ -5,10 +5,11 @@ use std::net::Ipv4Addr;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{ip_batch, Cluster};
+use crate::cluster::Cluster;
 use crate::error::{HarnessError, Result};
 use crate::spec::{PodRef, PodSpec};
 use crate::sys;
+use crate::sys::ip_batch;
 
 /// Where Debian's `dnsmasq-base` installs the server.
 pub const DNSMASQ: &str = "/usr/sbin/dnsmasq";

@@ -134,8 +134,8 @@ impl PodSpec {
     /// A pod of a Deployment, named as its ReplicaSet names pods
     /// (`<deployment>-<pod-template-hash>-<5 chars>`) and owned by that ReplicaSet.
     pub fn for_deployment(namespace: impl Into<String>, deployment: &str, ip: Ipv4Addr) -> Self {
-        let hash = crate::cluster::k8s_suffix(deployment, 10);
-        let suffix = crate::cluster::k8s_suffix(&format!("{deployment}/{ip}"), 5);
+        let hash = crate::ids::k8s_suffix(deployment, 10);
+        let suffix = crate::ids::k8s_suffix(&format!("{deployment}/{ip}"), 5);
         PodSpec::new(namespace, format!("{deployment}-{hash}-{suffix}"), ip).owner(Owner::Deployment(deployment.into()))
     }
 

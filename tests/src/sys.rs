@@ -171,3 +171,22 @@ pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() }
 }
+
+/// Writes sysctls inside a namespace (`/proc/sys/net` shows the namespace of the
+/// process reading it); keys a kernel lacks (no IPv6) are skipped.
+pub(crate) fn write_sysctls(netns: &str, settings: &[(&str, &str)]) -> Result<()> {
+    let script: Vec<String> = settings
+        .iter()
+        .map(|(key, value)| format!("if [ -e /proc/sys/{key} ]; then echo {value} > /proc/sys/{key}; fi"))
+        .collect();
+    let mut cmd = netns_exec(netns, command(SH)?.get_program())?;
+    cmd.args(["-e", "-c", &script.join("\n")]);
+    run(&mut cmd, None).map(drop)
+}
+
+/// `ip -n NETNS -batch -`: several changes for one process.
+pub(crate) fn ip_batch(netns: &str, lines: &[String]) -> Result<()> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    run(&mut ip(Some(netns), ["-batch", "-"])?, Some(&text)).map(drop)
+}
