@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::resolve::EntityRef;
+use crate::engine::resolve::EntityRef;
 use crate::topology::ServiceType;
 
 /// Namespaces Kubernetes itself runs in.

@@ -50,8 +50,8 @@ fn topology(c: &mut Criterion) {
 /// Resolution of addresses against the cluster as of now: ClusterIPs, pod IPs (through
 /// EndpointSlices) and unknown addresses, on a 5,000-service cluster.
 fn resolution(c: &mut Criterion) {
-    use smap_analyze::cluster::ClusterState;
-    use smap_analyze::resolve::{resolve_destination, resolve_source};
+    use smap_analyze::engine::cluster::ClusterState;
+    use smap_analyze::engine::resolve::{resolve_destination, resolve_source};
     use smap_replay::Event;
 
     let events = simulated_events(5_000, 1_000);

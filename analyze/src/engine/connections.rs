@@ -5,7 +5,7 @@
 use smap_replay::{ConnFacts, ConnKind, Protocol, TimeNs};
 
 use super::{bit, duration_ns, Applied, EdgeId, Engine};
-use crate::conn_table::{count_new_bytes, directed_bytes, ConnKey, ConnState};
+use crate::engine::conn_table::{count_new_bytes, directed_bytes, ConnKey, ConnState};
 
 impl Engine {
     fn key(e: &ConnFacts) -> ConnKey {

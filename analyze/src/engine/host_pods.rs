@@ -9,8 +9,8 @@ use hashbrown::HashMap;
 use smap_replay::{ConnFacts, PodCgroup, Side};
 
 use super::{EdgeId, EdgeKey, Engine, EntityId};
-use crate::cluster::{ClusterState, Key};
-use crate::resolve::{pod_destination, pod_source, EntityRef};
+use crate::engine::cluster::{ClusterState, Key};
+use crate::engine::resolve::{pod_destination, pod_source, EntityRef};
 
 /// Pod cgroups remembered, over every node of the recordings. Containers come and go:
 /// past this, those of pods that no longer exist are forgotten; were every one of

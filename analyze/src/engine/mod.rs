@@ -2,6 +2,11 @@
 //!
 //! No clock, no network, no kernel: the same events always give the same topology,
 //! live (`smap watch`) or replayed (`smap build`).
+//!
+//! Its parts: [`cluster`] (Kubernetes state as of each event) and [`resolve`] (an
+//! address at a time to what it was), the connection table that joins both ends of a
+//! connection, [`classify`] (a service's type), and [`assemble`] (the topology built
+//! from the engine's nodes and edges).
 
 use std::net::IpAddr;
 
@@ -11,16 +16,23 @@ use smap_replay::{
     ConnFacts, ConnKind, ConnRecord, DnsAnswer, Event, ObjectEvent, PodCgroup, ProcessName, Protocol, Side, TimeNs,
 };
 
-use crate::cluster::{Changed, ClusterState};
+use self::cluster::{Changed, ClusterState};
+use self::conn_table::ConnTable;
+use self::dns_names::DnsNames;
+use self::object_versions::ObjectVersions;
+use self::resolve::{is_local, resolve_destination, resolve_source, EntityRef};
 use crate::config::Config;
-use crate::conn_table::ConnTable;
-use crate::dns_names::DnsNames;
-use crate::object_versions::ObjectVersions;
-use crate::resolve::{is_local, resolve_destination, resolve_source, EntityRef};
 use crate::topology::{BuildStats, Failures};
 
+pub mod assemble;
+pub mod classify;
+pub mod cluster;
+mod conn_table;
 mod connections;
+mod dns_names;
 mod host_pods;
+mod object_versions;
+pub mod resolve;
 mod retention;
 
 pub use self::retention::{Footprint, Forgotten};
@@ -324,7 +336,7 @@ impl Engine {
     /// name it began with once the answer has expired, and the address form it began
     /// with once a later answer names the address: a long-lived UDP flow is one flow.
     fn same_server(&self, a: EntityId, b: EntityId, e: &ConnFacts) -> bool {
-        let address = crate::resolve::canonical(&e.dst_ip);
+        let address = crate::engine::resolve::canonical(&e.dst_ip);
         let named_and_not = |x: EntityId, y: EntityId| match (self.entity(x), self.entity(y)) {
             (Some(EntityRef::ExternalName { name, .. }), Some(EntityRef::External { ip, .. })) => {
                 *ip == address && self.dns_names.last_name_is(&e.src_ip, &e.dst_ip, name)

@@ -13,7 +13,7 @@ use serde::Serialize;
 use smap_replay::TimeNs;
 
 use super::{duration_ns, EdgeId, Engine, EntityId};
-use crate::resolve::EntityRef;
+use crate::engine::resolve::EntityRef;
 
 /// Sweeps per retention period: what is forgotten goes between one and one and a
 /// quarter retention periods after its last traffic.

@@ -23,13 +23,13 @@ use slab::Slab;
 
 use smap_replay::{Event, TimeNs};
 
-use crate::cluster::Key;
 use crate::config::Config;
+use crate::engine::cluster::Key;
+use crate::engine::resolve::EntityRef;
 use crate::engine::{duration_ns, Applied, Engine};
 use crate::events::model::{
     ChangeData, ChangeEvent, MapService, MapSummary, PortRef, ServiceMap, SnapshotReason, Traffic, EVENT_TYPES,
 };
-use crate::resolve::EntityRef;
 use crate::topology::{Endpoints, Health, NodeKind, ServiceType};
 
 mod forget;

@@ -15,8 +15,8 @@ use std::net::IpAddr;
 use smap_replay::{ConnFacts, ConnKind, Event, ObjectAction, ObjectEvent, ObjectKind, Protocol, Side};
 
 use super::evaluate::{Direction, End, Namespaces, PodEnd};
-use crate::cluster::{ClusterState, PodInfo, ServiceInfo};
-use crate::resolve::{canonical, is_local};
+use crate::engine::cluster::{ClusterState, PodInfo, ServiceInfo};
+use crate::engine::resolve::{canonical, is_local};
 
 /// An observed flow in one direction, judged at `subject`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use smap_replay::{ObjectEvent, ObjectKind};
 
-use crate::cluster::{Key, SERVICE_NAME_LABEL};
+use crate::engine::cluster::{Key, SERVICE_NAME_LABEL};
+use crate::engine::resolve::EntityRef;
 use crate::engine::Engine;
 use crate::events::model::ChangeEvent;
-use crate::resolve::EntityRef;
 use crate::topology::{Health, NodeKind};
 
 use super::{Details, Emitter, Timer, ViewIdx};

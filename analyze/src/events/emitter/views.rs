@@ -1,9 +1,9 @@
 //! The emitter's map view: the nodes it follows, found, removed, retired or idle, and the
 //! node an engine entity is shown as.
 
+use crate::engine::resolve::EntityRef;
 use crate::engine::{Engine, EntityId};
 use crate::events::model::{ChangeData, ChangeEvent, GoneReason, RemovalReason, ServiceDiscovered, ServiceRemoved};
-use crate::resolve::EntityRef;
 use crate::topology::NodeKind;
 
 use super::{index_of, placeholder, Details, Emitter, PairIdx, Slot, Timer, View, ViewIdx};

@@ -15,7 +15,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::cluster::{ClusterState, Key, PodInfo, ServiceInfo, Workload};
+use crate::engine::cluster::{ClusterState, Key, PodInfo, ServiceInfo, Workload};
 
 /// What a topology node stands for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

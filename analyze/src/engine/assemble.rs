@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use smap_replay::time::format_rfc3339;
 
-use crate::classify::{detect_type, detect_version, TypeInputs};
-use crate::cluster::{Key, PodInfo, ServiceInfo, Workload};
+use crate::engine::classify::{detect_type, detect_version, TypeInputs};
+use crate::engine::cluster::{Key, PodInfo, ServiceInfo, Workload};
+use crate::engine::resolve::EntityRef;
 use crate::engine::{Engine, EntityId};
-use crate::resolve::EntityRef;
 use crate::topology::{
     Edge, Endpoints, Health, NodeKind, Processes, Service, ServiceType, Topology, Window, TOPOLOGY_SCHEMA,
 };
@@ -172,7 +172,7 @@ impl Engine {
         ports.extend(service.ports.iter().filter_map(|p| p.target_port));
         ports.extend(pods.iter().flat_map(|p| p.container_ports.iter().copied()));
         let mut explicit: Vec<&str> = service.type_annotation.as_deref().into_iter().collect();
-        explicit.extend(service.labels.get(crate::classify::TYPE_ANNOTATION).map(String::as_str));
+        explicit.extend(service.labels.get(crate::engine::classify::TYPE_ANNOTATION).map(String::as_str));
         explicit.extend(pods.iter().filter_map(|p| p.type_annotation.as_deref()));
         let inputs = TypeInputs {
             name: &service.name,

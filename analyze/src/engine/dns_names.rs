@@ -13,7 +13,7 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use smap_replay::{DnsAnswer, TimeNs};
 
-use crate::resolve::canonical;
+use crate::engine::resolve::canonical;
 
 /// Answers remembered at once; past it expired ones are dropped, then all, so odd
 /// traffic (a scanner resolving millions of names) cannot grow the table.
