@@ -419,7 +419,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "FILE", default_value = "-")]
     pub events: PathBuf,
     /// Address of the HTTP endpoints (loopback by default; port 0 picks a free one).
-    #[arg(long, value_name = "ADDR", default_value = smap_capture::serve::DEFAULT_LISTEN)]
+    #[arg(long, value_name = "ADDR", default_value = smap_capture::live::serve::DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
     /// Also serve `/healthz` and `/readyz` here, for the kubelet: clients that fill the
     /// endpoints' connection cap cannot fail the probes on this port.

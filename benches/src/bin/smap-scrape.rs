@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use smap_analyze::events::EmitterOptions;
 use smap_analyze::Config;
 use smap_capture::kernel::KernelCounters;
-use smap_capture::record::LiveConsumer;
-use smap_capture::serve::{serve, LiveState};
-use smap_capture::watch::WatchConsumer;
+use smap_capture::live::record::LiveConsumer;
+use smap_capture::live::serve::{serve, LiveState};
+use smap_capture::live::watch::WatchConsumer;
 use smap_replay::{Event, MergedEvents, Recording, TimeNs};
 
 /// One scraper: GET /metrics every second on one connection, reconnecting when the

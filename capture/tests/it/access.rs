@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
-use smap_capture::access::{Access, KubeAccess, TokenFile};
 use smap_capture::k8s_api::KubeOptions;
-use smap_capture::serve::{serve_restricted, LiveState};
+use smap_capture::live::access::{Access, KubeAccess, TokenFile};
+use smap_capture::live::serve::{serve_restricted, LiveState};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 

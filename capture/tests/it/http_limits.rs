@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smap_capture::http_server::Limits;
-use smap_capture::serve::{serve, serve_probes, LiveState};
+use smap_capture::live::http_server::Limits;
+use smap_capture::live::serve::{serve, serve_probes, LiveState};
 
 /// Stalled clients: many times the cap.
 const STALLED: usize = 3000;

@@ -20,10 +20,10 @@ use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 use prost::Message;
 use smap_analyze::events::EmitterOptions;
 use smap_analyze::Config;
-use smap_capture::otlp::{OtlpOptions, OtlpProtocol, OtlpPush};
-use smap_capture::record::LiveConsumer;
-use smap_capture::serve::LiveState;
-use smap_capture::watch::WatchConsumer;
+use smap_capture::live::otlp::{OtlpOptions, OtlpProtocol, OtlpPush};
+use smap_capture::live::record::LiveConsumer;
+use smap_capture::live::serve::LiveState;
+use smap_capture::live::watch::WatchConsumer;
 use smap_replay::{MergedEvents, Recording};
 
 /// Every request a receiver got.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use smap_capture::kernel::KernelConfig;
-use smap_capture::record::{capture, CaptureOptions, NoConsumer, DEFAULT_REORDER_WINDOW};
+use smap_capture::live::record::{capture, CaptureOptions, NoConsumer, DEFAULT_REORDER_WINDOW};
 
 use crate::cli::CaptureArgs;
 use crate::cmd::build::load_config;

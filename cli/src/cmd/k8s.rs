@@ -3,7 +3,7 @@
 
 use smap_analyze::Config;
 use smap_capture::k8s_api::KubeOptions;
-use smap_capture::record::K8sSource;
+use smap_capture::live::record::K8sSource;
 
 use crate::cli::K8sArgs;
 

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use smap_analyze::config::WATCH_MAP_RETENTION;
 use smap_analyze::events::EmitterOptions;
-use smap_capture::access::{Access, KubeAccess, TokenFile};
 use smap_capture::k8s_api::KubeOptions;
 use smap_capture::kernel::KernelConfig;
-use smap_capture::otlp::{OtlpOptions, OtlpProtocol, OtlpPush};
-use smap_capture::record::{capture, CaptureOptions, DEFAULT_REORDER_WINDOW};
-use smap_capture::serve::{serve, serve_probes, serve_restricted, LiveState};
-use smap_capture::watch::WatchConsumer;
+use smap_capture::live::access::{Access, KubeAccess, TokenFile};
+use smap_capture::live::otlp::{OtlpOptions, OtlpProtocol, OtlpPush};
+use smap_capture::live::record::{capture, CaptureOptions, DEFAULT_REORDER_WINDOW};
+use smap_capture::live::serve::{serve, serve_probes, serve_restricted, LiveState};
+use smap_capture::live::watch::WatchConsumer;
 
 use crate::cli::{Auth, OtlpProtocolArg, WatchArgs};
 use crate::cmd::build::load_config;

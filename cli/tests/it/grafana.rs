@@ -7,9 +7,9 @@ use std::process::Command;
 
 use serde_json::Value;
 use smap_analyze::events::EmitterOptions;
-use smap_capture::record::LiveConsumer;
-use smap_capture::serve::LiveState;
-use smap_capture::watch::WatchConsumer;
+use smap_capture::live::record::LiveConsumer;
+use smap_capture::live::serve::LiveState;
+use smap_capture::live::watch::WatchConsumer;
 use smap_e2e::say_skipped;
 use smap_replay::{MergedEvents, Recording};
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 use smap_analyze::events::{ChangeEvent, EmitterOptions};
 use smap_analyze::Config;
 use smap_capture::kernel::KernelCounters;
-use smap_capture::record::LiveConsumer;
-use smap_capture::serve::{serve, LiveState};
-use smap_capture::watch::{WatchConsumer, IDLE_LAG};
+use smap_capture::live::record::LiveConsumer;
+use smap_capture::live::serve::{serve, LiveState};
+use smap_capture::live::watch::{WatchConsumer, IDLE_LAG};
 use smap_replay::{Event, LossCounters, MergedEvents, Recording};
 
 use crate::{repo, smap, stdout};

@@ -478,7 +478,7 @@ fn privileged_or_skip(test: &str) -> bool {
 #[tokio::test]
 async fn a_capture_records_the_api_snapshot_and_changes() {
     use smap_capture::kernel::KernelConfig;
-    use smap_capture::record::{capture, CaptureOptions, K8sSource, NoConsumer, DEFAULT_REORDER_WINDOW};
+    use smap_capture::live::record::{capture, CaptureOptions, K8sSource, NoConsumer, DEFAULT_REORDER_WINDOW};
 
     if !privileged_or_skip("a_capture_records_the_api_snapshot_and_changes") {
         return;

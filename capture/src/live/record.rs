@@ -20,9 +20,9 @@ use crate::clock::Clock;
 use crate::k8s_api::{K8sApiError, KubeCounters, KubeOptions, KubeWatch};
 use crate::kernel::{KernelCapture, KernelConfig, KernelCounters, KernelError, SkippedHook};
 use crate::kubectl_file::KubectlFile;
+use crate::live::sink::RecordingSink;
 use crate::netns_addr::NetnsAddresses;
 use crate::pod_cgroups::PodCgroups;
-use crate::sink::RecordingSink;
 
 /// Events from different CPUs reach user space slightly out of order; by default they
 /// are held this long (in event time) and sorted before anything consumes them.

@@ -1,6 +1,6 @@
 //! The live consumer of `smap watch`: folds the live stream through the same
 //! [`ChangeTracker`] `smap build --events` replays with, writes the change events as
-//! NDJSON, and publishes what the HTTP endpoints serve (see [`crate::serve`]).
+//! NDJSON, and publishes what the HTTP endpoints serve (see [`crate::live::serve`]).
 //!
 //! Idle time: the tracker only knows event time. Once a second the consumer advances
 //! it to the wall clock less [`IDLE_LAG`], so debounce windows and TTLs still end in a
@@ -26,10 +26,10 @@ use smap_replay::time::format_rfc3339;
 use smap_replay::{Event, LossCounters, TimeNs};
 use tokio::sync::Notify;
 
-use crate::background::Worker;
 use crate::kernel::KernelCounters;
-use crate::record::LiveConsumer;
-use crate::serve::{LiveState, MetricsInput, Operation, Published};
+use crate::live::background::Worker;
+use crate::live::record::LiveConsumer;
+use crate::live::serve::{LiveState, MetricsInput, Operation, Published};
 
 pub use smap_analyze::events::IDLE_LAG;
 

@@ -14,8 +14,8 @@ use prometheus_client::encoding::prometheus_text;
 use smap_analyze::html::{Page, Source};
 
 use super::LiveState;
-use crate::access::{Access, Verdict};
-use crate::http_server::{serve_bounded, Limits};
+use crate::live::access::{Access, Verdict};
+use crate::live::http_server::{serve_bounded, Limits};
 
 /// How often the live page asks for `/map` and `/stats`, in milliseconds.
 pub const PAGE_POLL_MS: u64 = 2000;

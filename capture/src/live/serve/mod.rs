@@ -24,9 +24,9 @@ use smap_analyze::events::{EmitterCounters, MapGauges, EVENT_TYPES, NODE_KINDS};
 use smap_analyze::topology::Health;
 use tokio::sync::Notify;
 
-use crate::graph_metrics::GraphMetrics;
-use crate::http_server::ConnectionMetrics;
 use crate::kernel::KernelCounters;
+use crate::live::graph_metrics::GraphMetrics;
+use crate::live::http_server::ConnectionMetrics;
 
 /// Default address of the HTTP endpoints: loopback only, as a node agent should.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";

@@ -24,8 +24,8 @@ use opentelemetry_sdk::Resource;
 
 use smap_analyze::topology::Failures;
 
-use crate::graph_metrics::DependencyTotals;
-use crate::serve::LiveState;
+use crate::live::graph_metrics::DependencyTotals;
+use crate::live::serve::LiveState;
 
 /// How long one export may take before it counts as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,4 +1,4 @@
-//! The recording writer on a thread of its own ([`crate::background`]). Parquet
+//! The recording writer on a thread of its own ([`crate::live::background`]). Parquet
 //! encoding, zstd, fsync and renames take milliseconds on a good disk and seconds on a
 //! stalled one (a busy node's root volume, a network disk failing over); the capture
 //! loop only hands batches over.
@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use smap_replay::{Event, LossCounters, RecordingMeta, RecordingWriter, ReplayError, TimeNs};
 
-use crate::background::Worker;
-use crate::record::CaptureError;
+use crate::live::background::Worker;
+use crate::live::record::CaptureError;
 
 /// Events handed over but not yet written, at most: some 200 MiB of events in memory,
 /// a minute of a busy node's connections.
