@@ -76,19 +76,13 @@ pub fn socket(ip: &IpAddr, port: u16) -> String {
 /// Whether traffic on this address never leaves the host (loopback): intra-pod
 /// chatter, not service-to-service traffic.
 pub fn is_local(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-    }
+    canonical(ip).is_loopback()
 }
 
 /// An IPv4 address in one form, however the socket spelled it (a dual-stack socket
-/// reports IPv4-mapped IPv6).
+/// reports IPv4-mapped IPv6): the engine's one rule for it.
 pub(crate) fn canonical(ip: &IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
-        IpAddr::V4(_) => *ip,
-    }
+    ip.to_canonical()
 }
 
 /// Resolves a destination; returns the node and the port the edge is keyed by (the
