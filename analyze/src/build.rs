@@ -1,7 +1,11 @@
 //! The offline driver: merges recordings (and a kubectl snapshot) in time order and
 //! folds them through the engine into a topology.
 
-use smap_replay::{ConnEvent, ConnFacts, MergedEvents, ObjectEvent, Recording, ReplayError, Threads, TimeNs};
+use std::ops::ControlFlow;
+
+use smap_replay::{
+    ConnEvent, ConnFacts, ConnRecord, Event, MergedEvents, ObjectEvent, Recording, ReplayError, Threads, TimeNs,
+};
 
 use crate::config::Config;
 use crate::engine::Engine;
@@ -65,17 +69,48 @@ pub fn build_topology(
 /// Folds every event and returns the final engine.
 pub fn fold(input: BuildInput, config: Config, progress: &mut dyn FnMut(u64)) -> Result<Engine, BuildError> {
     let mut engine = engine_for(&input, config);
-    let events = input.into_facts()?;
+    replay_all(input.into_facts()?, progress, |event| {
+        engine.apply(event);
+    })?;
+    Ok(engine)
+}
+
+/// The one loop behind every replay (`smap build`, its frames and `--events`, `smap
+/// analyze` and `smap netpol` on recordings): hands each event to `each` in order,
+/// calls `progress` every [`PROGRESS_EVERY`] events and once at the end, and stops
+/// early when `each` breaks, which it returns.
+pub fn replay_each<C: ConnRecord>(
+    events: MergedEvents<C>,
+    progress: &mut dyn FnMut(u64),
+    mut each: impl FnMut(&Event<C>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, ReplayError> {
     let mut folded = 0u64;
     for event in events {
-        engine.apply(&event?);
+        let flow = each(&event?);
         folded += 1;
+        if flow.is_break() {
+            progress(folded);
+            return Ok(flow);
+        }
         if folded.is_multiple_of(PROGRESS_EVERY) {
             progress(folded);
         }
     }
     progress(folded);
-    Ok(engine)
+    Ok(ControlFlow::Continue(()))
+}
+
+/// [`replay_each`] for a fold that never stops early.
+pub fn replay_all<C: ConnRecord>(
+    events: MergedEvents<C>,
+    progress: &mut dyn FnMut(u64),
+    mut each: impl FnMut(&Event<C>),
+) -> Result<(), ReplayError> {
+    let _never_breaks = replay_each(events, progress, |event| {
+        each(event);
+        ControlFlow::Continue(())
+    })?;
+    Ok(())
 }
 
 /// The map as of one moment of the input: what a time slider shows.
@@ -105,21 +140,13 @@ pub fn fold_frames(
     let mut taken = Vec::new();
     let mut next = 0u64;
     let mut engine = engine_for(&input, config);
-    let events = input.into_facts()?;
-    let mut folded = 0u64;
-    for event in events {
-        let event = event?;
+    replay_all(input.into_facts()?, progress, |event| {
         while next + 1 < frames && event.time_ns() > at(next) {
             taken.push(Frame { time_ns: at(next), topology: engine.topology() });
             next += 1;
         }
-        engine.apply(&event);
-        folded += 1;
-        if folded.is_multiple_of(PROGRESS_EVERY) {
-            progress(folded);
-        }
-    }
-    progress(folded);
+        engine.apply(event);
+    })?;
     while next < frames {
         taken.push(Frame { time_ns: at(next), topology: engine.topology() });
         next += 1;

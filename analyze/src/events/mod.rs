@@ -16,7 +16,7 @@ use smap_replay::{Event, TimeNs};
 pub use emitter::{kind_str, Emitter, EmitterCounters, EmitterFootprint, EmitterOptions, MapGauges, NODE_KINDS};
 pub use model::{ChangeData, ChangeEvent, ChangeEventError, EVENT_TYPES};
 
-use crate::build::{BuildError, BuildInput, PROGRESS_EVERY};
+use crate::build::{replay_each, BuildError, BuildInput};
 use crate::config::Config;
 use crate::engine::{Applied, Engine};
 
@@ -100,24 +100,19 @@ pub fn replay(
         tracker.add_source_losses(c.dropped, c.evicted, c.unparsed);
     }
     let last_tick = input.recordings.iter().filter_map(|r| r.meta().last_tick_ns).max();
-    let events = input.into_events()?;
     let mut out = Vec::new();
-    let mut folded = 0u64;
-    for event in events {
-        tracker.apply(&event?, &mut out);
-        if !out.is_empty() {
-            let flow = sink(&out);
-            out.clear();
-            if flow.is_break() {
-                return Ok(tracker);
-            }
+    let flow = replay_each(input.into_events()?, progress, |event| {
+        tracker.apply(event, &mut out);
+        if out.is_empty() {
+            return ControlFlow::Continue(());
         }
-        folded += 1;
-        if folded.is_multiple_of(PROGRESS_EVERY) {
-            progress(folded);
-        }
+        let flow = sink(&out);
+        out.clear();
+        flow
+    })?;
+    if flow.is_break() {
+        return Ok(tracker);
     }
-    progress(folded);
     // A live session went on ticking after its last event: its idle timers fired.
     if let Some(tick) = last_tick {
         tracker.advance(tick.saturating_sub(idle_lag_ns()), &mut out);

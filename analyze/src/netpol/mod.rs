@@ -42,9 +42,7 @@ pub fn check(input: BuildInput, policies: Option<Vec<Policy>>) -> Result<CheckRe
 pub fn observe(input: BuildInput) -> Result<Observed, smap_replay::ReplayError> {
     let nodes = input.recordings.iter().map(|r| r.meta().node.clone()).collect::<Vec<_>>();
     let mut observer = observe::Observer::new(nodes);
-    for event in input.into_facts()? {
-        observer.apply(&event?);
-    }
+    crate::build::replay_all(input.into_facts()?, &mut |_| {}, |event| observer.apply(event))?;
     Ok(observer.finish())
 }
 
