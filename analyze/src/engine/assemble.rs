@@ -266,7 +266,8 @@ fn external_node(engine: &Engine, entity: &EntityRef) -> Service {
     Service { dns_name, ..bare_node(name, NodeKind::External, "external", service_type) }
 }
 
-fn bare_node(name: &str, kind: NodeKind, namespace: &str, service_type: ServiceType) -> Service {
+/// A node with nothing known of it yet but its name, kind and type.
+pub(crate) fn bare_node(name: &str, kind: NodeKind, namespace: &str, service_type: ServiceType) -> Service {
     Service {
         namespace: namespace.to_owned(),
         name: name.to_owned(),

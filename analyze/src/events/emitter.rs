@@ -403,24 +403,10 @@ impl Emitter {
         }
         out.push(ChangeEvent { time_ns, data });
     }
-
-    // ---- Kubernetes changes -------------------------------------------------------
 }
 
 fn placeholder(namespace: String, name: String) -> crate::topology::Service {
-    crate::topology::Service {
-        namespace,
-        name,
-        kind: NodeKind::Service,
-        service_type: ServiceType::Other,
-        version: None,
-        health: Health::Unknown,
-        endpoints: Endpoints::default(),
-        labels: BTreeMap::new(),
-        dns_name: None,
-        dependencies: Vec::new(),
-        dependents: Vec::new(),
-    }
+    crate::engine::assemble::bare_node(&name, NodeKind::Service, &namespace, ServiceType::Other)
 }
 
 /// Whether a node kind lives in a namespace (externals and nodes do not).

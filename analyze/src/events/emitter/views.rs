@@ -63,8 +63,6 @@ impl Emitter {
         }
     }
 
-    // ---- traffic ------------------------------------------------------------------
-
     /// The view of an engine entity, created on first sight.
     pub(super) fn entity_view(&mut self, engine: &Engine, entity: EntityId) -> Option<ViewIdx> {
         if let Some(Some(view)) = self.entity_views.get(entity as usize) {
@@ -124,6 +122,4 @@ impl Emitter {
         self.index_pods(index, pods);
         index
     }
-
-    // ---- timers -------------------------------------------------------------------
 }
