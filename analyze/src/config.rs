@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::resolve::EntityRef;
 use crate::topology::ServiceType;
 
 /// Namespaces Kubernetes itself runs in.
@@ -261,19 +260,6 @@ impl Config {
             return false;
         }
         !(self.ignore_system_namespaces && SYSTEM_NAMESPACES.contains(&namespace))
-    }
-
-    /// Whether a topology node passes the filters: its namespace for Services and
-    /// workloads, `include_external_services` for externals and nodes. The topology
-    /// and the change events both ask here, so live and replay filter alike.
-    pub fn keeps(&self, entity: &EntityRef) -> bool {
-        match entity {
-            EntityRef::Service(key) => self.namespace_included(key.split_once('/').map_or("", |(ns, _)| ns)),
-            EntityRef::Workload(w) => self.namespace_included(&w.namespace),
-            EntityRef::External { .. } | EntityRef::ExternalName { .. } | EntityRef::Node(_) => {
-                self.include_external_services
-            }
-        }
     }
 
     /// Namespaces explicitly excluded (config plus system namespaces when ignored).

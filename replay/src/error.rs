@@ -37,15 +37,16 @@ pub enum ReplayError {
     },
     /// The recording was written with a schema version this smap cannot read.
     #[error(
-        "{path}: recording schema version {found} is not supported (this smap reads versions {} to {supported})",
-        crate::meta::OLDEST_SCHEMA_VERSION
+        "{path}: recording schema version {found} is not supported (this smap reads versions {oldest} to {supported})"
     )]
     SchemaVersion {
         /// The file that declared the version.
         path: PathBuf,
         /// The version found.
         found: String,
-        /// The newest version this build reads (it reads every one from 1).
+        /// The oldest version this build reads.
+        oldest: u32,
+        /// The newest version this build reads (it reads every one from `oldest`).
         supported: u32,
     },
     /// A segment's columns do not match the documented schema.

@@ -20,9 +20,18 @@ pub const SCHEMA_VERSION: u32 = 4;
 /// The oldest schema version this build still reads.
 pub const OLDEST_SCHEMA_VERSION: u32 = 1;
 
-/// Whether this build reads recordings of schema `version`.
-pub(crate) fn readable_version(version: u64) -> bool {
-    (u64::from(OLDEST_SCHEMA_VERSION)..=u64::from(SCHEMA_VERSION)).contains(&version)
+/// Checks that this build reads the schema version `path` declares (`found`: `None`
+/// when it declares none, or no number); `shown` is how the error names what it found.
+pub(crate) fn check_version(path: &Path, found: Option<u64>, shown: impl FnOnce() -> String) -> Result<()> {
+    if found.is_some_and(|v| (u64::from(OLDEST_SCHEMA_VERSION)..=u64::from(SCHEMA_VERSION)).contains(&v)) {
+        return Ok(());
+    }
+    Err(ReplayError::SchemaVersion {
+        path: path.to_owned(),
+        found: shown(),
+        oldest: OLDEST_SCHEMA_VERSION,
+        supported: SCHEMA_VERSION,
+    })
 }
 
 /// Name of the metadata file inside a recording directory.
@@ -100,9 +109,7 @@ impl RecordingMeta {
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|source| ReplayError::Meta { path: path.clone(), source })?;
         let found = value.get("schema_version").cloned().unwrap_or(serde_json::Value::Null);
-        if !found.as_u64().is_some_and(readable_version) {
-            return Err(ReplayError::SchemaVersion { path, found: found.to_string(), supported: SCHEMA_VERSION });
-        }
+        check_version(&path, found.as_u64(), || found.to_string())?;
         serde_json::from_value(value).map_err(|source| ReplayError::Meta { path, source })
     }
 

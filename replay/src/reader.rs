@@ -13,7 +13,7 @@ use crate::decode::{CgroupDecoder, ConnDecoder, Decoder, DnsDecoder, FactsDecode
 use crate::error::{ReplayError, Result};
 use crate::event::{ConnEvent, ConnFacts, ConnRecord, DnsAnswer, ObjectEvent, PodCgroup};
 use crate::journal::{journal_index, recover, Recovered, LAST_SEQ_KEY};
-use crate::meta::{readable_version, RecordingMeta, META_FILE, SCHEMA_VERSION};
+use crate::meta::{check_version, RecordingMeta, META_FILE};
 use crate::schema::{Stream, VERSION_KEY};
 use crate::writer::PARTIAL_SUFFIX;
 
@@ -277,13 +277,8 @@ pub(crate) fn open_segment(
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|kv| kv.key == VERSION_KEY))
         .and_then(|kv| kv.value.clone());
-    if !version.as_deref().and_then(|v| v.parse::<u64>().ok()).is_some_and(readable_version) {
-        return Err(ReplayError::SchemaVersion {
-            path: path.to_owned(),
-            found: version.unwrap_or_else(|| "none".to_owned()),
-            supported: SCHEMA_VERSION,
-        });
-    }
+    let parsed = version.as_deref().and_then(|v| v.parse::<u64>().ok());
+    check_version(path, parsed, || version.clone().unwrap_or_else(|| "none".to_owned()))?;
     let expected = stream.schema();
     let found = builder.schema();
     for field in expected.fields() {

@@ -43,6 +43,18 @@ pub enum Field {
     Health,
 }
 
+impl Field {
+    /// How the field is named in a report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Kind => "kind",
+            Field::Type => "type",
+            Field::Version => "version",
+            Field::Health => "health",
+        }
+    }
+}
+
 /// One changed property of a service present in both topologies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Change {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::topology::NodeKind;
 
 use super::graph::ServiceGraph;
-use super::policy::Selector;
+use super::selector::Selector;
 
 /// Why a service is an entry point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -21,6 +21,17 @@ pub enum EntryReason {
     NoCallers,
     /// The policy's `entry_points` name it.
     Declared,
+}
+
+impl EntryReason {
+    /// How the reason reads in a report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EntryReason::ExternalTraffic => "external traffic",
+            EntryReason::NoCallers => "no callers in the cluster",
+            EntryReason::Declared => "declared in the policy",
+        }
+    }
 }
 
 /// An entry point and why it is one.

@@ -18,6 +18,7 @@ mod markdown;
 pub mod orphans;
 pub mod policy;
 pub mod report;
+pub mod selector;
 pub mod spof;
 mod text;
 

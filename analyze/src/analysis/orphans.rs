@@ -23,6 +23,18 @@ pub enum OrphanReason {
     Uncalled,
 }
 
+impl OrphanReason {
+    /// How the reason reads in a report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            OrphanReason::Idle => "idle: no traffic in the window",
+            OrphanReason::Uncalled => {
+                "uncalled: a Service nothing called (declare it in entry_points if it takes outside traffic)"
+            }
+        }
+    }
+}
+
 /// A service nothing used.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Orphan {

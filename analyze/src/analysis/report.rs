@@ -191,16 +191,6 @@ impl Report {
         text
     }
 
-    /// Human-readable text: tables and chains, `top` rows of the long rankings.
-    pub fn to_text(&self, top: usize) -> String {
-        super::text::render(self, top)
-    }
-
-    /// Markdown for a pull request comment, `top` rows of the long rankings.
-    pub fn to_markdown(&self, top: usize) -> String {
-        super::markdown::render(self, top)
-    }
-
     /// What to draw in red: services in cycles and single points of failure; calls in
     /// cycles and calls that break the policy.
     pub fn highlights(&self) -> Highlights {

@@ -4,143 +4,153 @@
 use std::fmt::Write as _;
 
 use super::diff::{Basis, Diff};
-use super::entries::EntryReason;
-use super::orphans::OrphanReason;
 use super::report::Report;
 use super::spof::Impact;
 
-/// Renders a report; `top` bounds the rows of the single-point and fan rankings.
-pub fn render(report: &Report, top: usize) -> String {
-    let mut out = String::new();
-    let summary = &report.summary;
-    let _ = writeln!(
-        out,
-        "smap analyze: {} services, {} dependencies, window {} .. {}",
-        summary.services, summary.dependencies, report.window.start, report.window.end
-    );
-    let _ = writeln!(out, "{}", gate_line(report));
+impl Report {
+    /// Human-readable text: tables and chains, `top` rows of the long rankings.
+    pub fn to_text(&self, top: usize) -> String {
+        let report = self;
+        let mut out = String::new();
+        let summary = &report.summary;
+        let _ = writeln!(
+            out,
+            "smap analyze: {} services, {} dependencies, window {} .. {}",
+            summary.services, summary.dependencies, report.window.start, report.window.end
+        );
+        let _ = writeln!(out, "{}", gate_line(report));
 
-    if let Some(policy) = &report.policy {
-        section(&mut out, "Policy violations", policy.violations.len());
-        for violation in &policy.violations {
-            let _ = writeln!(out, "  [{}] {}", violation.rule, violation.message);
+        if let Some(policy) = &report.policy {
+            section(&mut out, "Policy violations", policy.violations.len());
+            for violation in &policy.violations {
+                let _ = writeln!(out, "  [{}] {}", violation.rule, violation.message);
+            }
         }
-    }
 
-    if let Some(netpol) = &report.network_policies {
-        section(&mut out, "Observed traffic NetworkPolicies would deny", netpol.denied.len());
-        for d in &netpol.denied {
-            let _ = writeln!(out, "  {}", d.line());
+        if let Some(netpol) = &report.network_policies {
+            section(&mut out, "Observed traffic NetworkPolicies would deny", netpol.denied.len());
+            for d in &netpol.denied {
+                let _ = writeln!(out, "  {}", d.line());
+            }
+            if !netpol.unused_rules.is_empty() {
+                let _ = writeln!(out, "  NetworkPolicy rules no observed traffic used: {}", netpol.unused_rules.len());
+            }
         }
-        if !netpol.unused_rules.is_empty() {
-            let _ = writeln!(out, "  NetworkPolicy rules no observed traffic used: {}", netpol.unused_rules.len());
+
+        section(&mut out, "Entry points", report.entry_points.len());
+        let rows = report
+            .entry_points
+            .iter()
+            .map(|entry| {
+                vec![entry.id.clone(), entry.reasons.iter().map(|r| r.describe()).collect::<Vec<_>>().join(", ")]
+            })
+            .collect();
+        out.push_str(&table(&["SERVICE", "WHY"], rows));
+
+        section(&mut out, "Dependency chains, longest from each entry point", report.chains.longest.len());
+        let rows = report
+            .chains
+            .longest
+            .iter()
+            .map(|chain| vec![chain.depth.to_string(), chain.services.join(" -> ")])
+            .collect();
+        out.push_str(&table(&["DEPTH", "CHAIN"], rows));
+        if let Some(critical) = report.chains.critical() {
+            let _ = writeln!(out, "  critical path: {}", critical.services.join(" -> "));
         }
-    }
 
-    section(&mut out, "Entry points", report.entry_points.len());
-    let rows = report
-        .entry_points
-        .iter()
-        .map(|entry| {
-            vec![entry.id.clone(), entry.reasons.iter().map(|r| entry_reason(*r)).collect::<Vec<_>>().join(", ")]
-        })
-        .collect();
-    out.push_str(&table(&["SERVICE", "WHY"], rows));
-
-    section(&mut out, "Dependency chains, longest from each entry point", report.chains.longest.len());
-    let rows =
-        report.chains.longest.iter().map(|chain| vec![chain.depth.to_string(), chain.services.join(" -> ")]).collect();
-    out.push_str(&table(&["DEPTH", "CHAIN"], rows));
-    if let Some(critical) = report.chains.critical() {
-        let _ = writeln!(out, "  critical path: {}", critical.services.join(" -> "));
-    }
-
-    section(&mut out, "Circular dependencies", report.cycles.components.len());
-    for component in &report.cycles.components {
-        let _ = writeln!(out, "  {}", component.services.join(", "));
-        for cycle in &component.cycles {
-            let _ = writeln!(out, "    {} -> {}", cycle.join(" -> "), cycle.first().map_or("", String::as_str));
+        section(&mut out, "Circular dependencies", report.cycles.components.len());
+        for component in &report.cycles.components {
+            let _ = writeln!(out, "  {}", component.services.join(", "));
+            for cycle in &component.cycles {
+                let _ = writeln!(out, "    {} -> {}", cycle.join(" -> "), cycle.first().map_or("", String::as_str));
+            }
+            if component.truncated {
+                let _ = writeln!(out, "    ... more cycles not listed");
+            }
         }
-        if component.truncated {
-            let _ = writeln!(out, "    ... more cycles not listed");
+        if !report.cycles.self_calls.is_empty() {
+            let _ = writeln!(out, "  calls to themselves (not counted): {}", report.cycles.self_calls.join(", "));
         }
+
+        section(&mut out, "Orphaned services", report.orphans.len());
+        let rows =
+            report.orphans.iter().map(|orphan| vec![orphan.id.clone(), orphan.reason.describe().to_owned()]).collect();
+        out.push_str(&table(&["SERVICE", "WHY"], rows));
+
+        let spof = &report.single_points_of_failure;
+        let _ = writeln!(
+            out,
+            "\nSingle points of failure: {} (at most one ready endpoint, {} or more services affected)",
+            summary.single_points_of_failure, spof.min_affected
+        );
+        if !spof.ranked.is_empty() {
+            let _ = writeln!(out, "  Failure impact, top {} of {}:", top.min(spof.ranked.len()), spof.ranked.len());
+            let rows = spof.ranked.iter().take(top).map(impact_row).collect();
+            out.push_str(&table(
+                &[
+                    "RANK",
+                    "SERVICE",
+                    "TYPE",
+                    "HEALTH",
+                    "READY",
+                    "DEPENDENTS",
+                    "TRANSITIVE",
+                    "CUT OFF",
+                    "AFFECTED",
+                    "ARTICULATION",
+                    "SPOF",
+                ],
+                rows,
+            ));
+        }
+
+        let dependencies = &report.dependencies;
+        section(&mut out, "Cross-namespace dependencies", dependencies.cross_namespace.len());
+        out.push_str(&dependency_table(&dependencies.cross_namespace));
+        section(&mut out, "External dependencies (outbound)", dependencies.external.outbound.len());
+        out.push_str(&dependency_table(&dependencies.external.outbound));
+        section(&mut out, "External callers (inbound)", dependencies.external.inbound.len());
+        out.push_str(&dependency_table(&dependencies.external.inbound));
+
+        let mut fan: Vec<_> = dependencies.fan.iter().filter(|fan| fan.fan_in + fan.fan_out > 0).collect();
+        fan.sort_by(|a, b| {
+            b.fan_in.cmp(&a.fan_in).then_with(|| b.fan_out.cmp(&a.fan_out)).then_with(|| a.id.cmp(&b.id))
+        });
+        if fan.is_empty() {
+            out.push_str("\nFan-in / fan-out: none\n");
+        } else {
+            let _ = writeln!(out, "\nFan-in / fan-out, top {} of {} by fan-in:", top.min(fan.len()), fan.len());
+        }
+        let rows = fan
+            .iter()
+            .take(top)
+            .map(|fan| vec![fan.id.clone(), fan.fan_in.to_string(), fan.fan_out.to_string()])
+            .collect();
+        out.push_str(&table(&["SERVICE", "FAN-IN", "FAN-OUT"], rows));
+
+        section(&mut out, "Failing edges", dependencies.failing_edges.len());
+        let rows = dependencies
+            .failing_edges
+            .iter()
+            .map(|edge| {
+                vec![
+                    edge.source.clone(),
+                    edge.destination.clone(),
+                    format!("{}/{}", edge.protocol, edge.port),
+                    edge.connections.to_string(),
+                    edge.failed.to_string(),
+                    percent(edge.failure_ratio),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["SOURCE", "DESTINATION", "PORT", "CONNECTIONS", "FAILED", "FAILURE RATIO"], rows));
+
+        if let Some(diff) = &report.diff {
+            render_diff(&mut out, diff, summary.changes.unwrap_or(0));
+        }
+        out
     }
-    if !report.cycles.self_calls.is_empty() {
-        let _ = writeln!(out, "  calls to themselves (not counted): {}", report.cycles.self_calls.join(", "));
-    }
-
-    section(&mut out, "Orphaned services", report.orphans.len());
-    let rows =
-        report.orphans.iter().map(|orphan| vec![orphan.id.clone(), orphan_reason(orphan.reason).to_owned()]).collect();
-    out.push_str(&table(&["SERVICE", "WHY"], rows));
-
-    let spof = &report.single_points_of_failure;
-    let _ = writeln!(
-        out,
-        "\nSingle points of failure: {} (at most one ready endpoint, {} or more services affected)",
-        summary.single_points_of_failure, spof.min_affected
-    );
-    if !spof.ranked.is_empty() {
-        let _ = writeln!(out, "  Failure impact, top {} of {}:", top.min(spof.ranked.len()), spof.ranked.len());
-        let rows = spof.ranked.iter().take(top).map(impact_row).collect();
-        out.push_str(&table(
-            &[
-                "RANK",
-                "SERVICE",
-                "TYPE",
-                "HEALTH",
-                "READY",
-                "DEPENDENTS",
-                "TRANSITIVE",
-                "CUT OFF",
-                "AFFECTED",
-                "ARTICULATION",
-                "SPOF",
-            ],
-            rows,
-        ));
-    }
-
-    let dependencies = &report.dependencies;
-    section(&mut out, "Cross-namespace dependencies", dependencies.cross_namespace.len());
-    out.push_str(&dependency_table(&dependencies.cross_namespace));
-    section(&mut out, "External dependencies (outbound)", dependencies.external.outbound.len());
-    out.push_str(&dependency_table(&dependencies.external.outbound));
-    section(&mut out, "External callers (inbound)", dependencies.external.inbound.len());
-    out.push_str(&dependency_table(&dependencies.external.inbound));
-
-    let mut fan: Vec<_> = dependencies.fan.iter().filter(|fan| fan.fan_in + fan.fan_out > 0).collect();
-    fan.sort_by(|a, b| b.fan_in.cmp(&a.fan_in).then_with(|| b.fan_out.cmp(&a.fan_out)).then_with(|| a.id.cmp(&b.id)));
-    if fan.is_empty() {
-        out.push_str("\nFan-in / fan-out: none\n");
-    } else {
-        let _ = writeln!(out, "\nFan-in / fan-out, top {} of {} by fan-in:", top.min(fan.len()), fan.len());
-    }
-    let rows =
-        fan.iter().take(top).map(|fan| vec![fan.id.clone(), fan.fan_in.to_string(), fan.fan_out.to_string()]).collect();
-    out.push_str(&table(&["SERVICE", "FAN-IN", "FAN-OUT"], rows));
-
-    section(&mut out, "Failing edges", dependencies.failing_edges.len());
-    let rows = dependencies
-        .failing_edges
-        .iter()
-        .map(|edge| {
-            vec![
-                edge.source.clone(),
-                edge.destination.clone(),
-                format!("{}/{}", edge.protocol, edge.port),
-                edge.connections.to_string(),
-                edge.failed.to_string(),
-                percent(edge.failure_ratio),
-            ]
-        })
-        .collect();
-    out.push_str(&table(&["SOURCE", "DESTINATION", "PORT", "CONNECTIONS", "FAILED", "FAILURE RATIO"], rows));
-
-    if let Some(diff) = &report.diff {
-        render_diff(&mut out, diff, summary.changes.unwrap_or(0));
-    }
-    out
 }
 
 fn render_diff(out: &mut String, diff: &Diff, changes: usize) {
@@ -178,7 +188,7 @@ fn render_diff(out: &mut String, diff: &Diff, changes: usize) {
             out,
             "  ~ {} {}: {} -> {}",
             change.id,
-            super::markdown::field_name(change.field),
+            change.field.name(),
             change.before.as_deref().unwrap_or("none"),
             change.after.as_deref().unwrap_or("none")
         );
@@ -288,25 +298,6 @@ fn yes_no(value: bool) -> &'static str {
 /// A ratio as a percentage with one decimal.
 pub fn percent(ratio: f64) -> String {
     format!("{:.1}%", ratio * 100.0)
-}
-
-/// How an entry reason reads.
-pub fn entry_reason(reason: EntryReason) -> &'static str {
-    match reason {
-        EntryReason::ExternalTraffic => "external traffic",
-        EntryReason::NoCallers => "no callers in the cluster",
-        EntryReason::Declared => "declared in the policy",
-    }
-}
-
-/// How an orphan reason reads.
-pub fn orphan_reason(reason: OrphanReason) -> &'static str {
-    match reason {
-        OrphanReason::Idle => "idle: no traffic in the window",
-        OrphanReason::Uncalled => {
-            "uncalled: a Service nothing called (declare it in entry_points if it takes outside traffic)"
-        }
-    }
 }
 
 #[cfg(test)]

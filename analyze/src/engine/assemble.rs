@@ -26,7 +26,7 @@ impl Engine {
     pub fn topology(&self) -> Topology {
         let config = self.config();
         let mut stats = self.stats();
-        let kept_entity = |entity: &EntityRef| config.keeps(entity);
+        let kept_entity = |entity: &EntityRef| entity.kept_by(config);
         let mut edges = Vec::new();
         let mut referenced: BTreeSet<EntityId> = BTreeSet::new();
         for stats_of_edge in self.edges() {
@@ -172,7 +172,7 @@ impl Engine {
         ports.extend(service.ports.iter().filter_map(|p| p.target_port));
         ports.extend(pods.iter().flat_map(|p| p.container_ports.iter().copied()));
         let mut explicit: Vec<&str> = service.type_annotation.as_deref().into_iter().collect();
-        explicit.extend(service.labels.get(crate::engine::classify::TYPE_ANNOTATION).map(String::as_str));
+        explicit.extend(service.labels.get(crate::engine::cluster::TYPE_ANNOTATION).map(String::as_str));
         explicit.extend(pods.iter().filter_map(|p| p.type_annotation.as_deref()));
         let inputs = TypeInputs {
             name: &service.name,

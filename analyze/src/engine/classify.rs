@@ -19,9 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::config::TypeRule;
 use crate::topology::ServiceType;
 
-/// Annotation (or label) that states a service's type outright.
-pub const TYPE_ANNOTATION: &str = "smap.io/type";
-
 /// Everything type detection looks at.
 #[derive(Debug, Default)]
 pub struct TypeInputs<'a> {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use smap_replay::{ConnFacts, Protocol, Side, TimeNs};
 
-use crate::engine::{EdgeId, EntityId};
+use super::ids::{EdgeId, EntityId};
 
 /// Which connection an event belongs to: both ends of one connection report the
 /// client's address and port, whichever socket reported. IPv4 and IPv6 share one

@@ -31,17 +31,13 @@ mod conn_table;
 mod connections;
 mod dns_names;
 mod host_pods;
+mod ids;
 mod object_versions;
 pub mod resolve;
 mod retention;
 
+pub use self::ids::{EdgeId, EntityId};
 pub use self::retention::{Footprint, Forgotten};
-
-/// A node's id: stable while the engine holds the node; once it is forgotten (see
-/// `map_retention`) the id may be given to another.
-pub type EntityId = u32;
-/// An edge's id, stable like [`EntityId`].
-pub type EdgeId = u32;
 
 /// What identifies an edge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -15,6 +15,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::config::Config;
 use crate::engine::cluster::{ClusterState, Key, PodInfo, ServiceInfo, Workload};
 
 /// What a topology node stands for.
@@ -61,6 +62,19 @@ impl EntityRef {
             EntityRef::External { ip, port: None } => format!("external/{ip}"),
             EntityRef::ExternalName { name, port } => format!("external/{name}:{port}"),
             EntityRef::Node(name) => format!("node/{name}"),
+        }
+    }
+
+    /// Whether this node passes the config's filters: its namespace for Services and
+    /// workloads, `include_external_services` for externals and nodes. The topology
+    /// and the change events both ask here, so live and replay filter alike.
+    pub fn kept_by(&self, config: &Config) -> bool {
+        match self {
+            EntityRef::Service(key) => config.namespace_included(key.split_once('/').map_or("", |(ns, _)| ns)),
+            EntityRef::Workload(w) => config.namespace_included(&w.namespace),
+            EntityRef::External { .. } | EntityRef::ExternalName { .. } | EntityRef::Node(_) => {
+                config.include_external_services
+            }
         }
     }
 }

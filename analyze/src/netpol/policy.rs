@@ -4,13 +4,12 @@
 //! selector operator it does not know, is an error naming the policy: a typo in a
 //! policy must not read as "allows nothing" or "allows everything".
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::selector::Selector;
+use super::selector::{LabelSelector, Selector};
 
 /// Why a NetworkPolicy document could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -201,21 +200,6 @@ struct PortDoc {
     protocol: Option<String>,
     port: Option<Value>,
     end_port: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct LabelSelector {
-    pub(super) match_labels: Option<BTreeMap<String, String>>,
-    pub(super) match_expressions: Option<Vec<Requirement>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Requirement {
-    pub(super) key: String,
-    pub(super) operator: String,
-    pub(super) values: Option<Vec<String>>,
 }
 
 /// Reads every NetworkPolicy in a file's text: YAML documents separated by `---`, or

@@ -3,7 +3,24 @@
 
 use std::collections::BTreeMap;
 
-use super::policy::LabelSelector;
+use serde::Deserialize;
+
+/// A label selector as a NetworkPolicy document writes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct LabelSelector {
+    match_labels: Option<BTreeMap<String, String>>,
+    match_expressions: Option<Vec<Requirement>>,
+}
+
+/// One `matchExpressions` item.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Requirement {
+    key: String,
+    operator: String,
+    values: Option<Vec<String>>,
+}
 
 /// A label selector; the empty one selects everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -11,6 +11,7 @@
 
 pub mod access;
 mod background;
+mod error;
 pub mod graph_metrics;
 pub mod http_server;
 pub mod otlp;
@@ -18,3 +19,5 @@ pub mod record;
 pub mod serve;
 mod sink;
 pub mod watch;
+
+pub use error::CaptureError;

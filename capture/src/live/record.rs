@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smap_replay::{
-    ConnEvent, ConnKind, DnsAnswer, Event, LossCounters, ObjectEvent, RecordingMeta, RecordingWriter, ReplayError,
-    TimeNs, WriterOptions,
+    ConnEvent, ConnKind, DnsAnswer, Event, LossCounters, ObjectEvent, RecordingMeta, RecordingWriter, TimeNs,
+    WriterOptions,
 };
 
 use crate::clock::Clock;
 use crate::k8s_api::{K8sApiError, KubeCounters, KubeOptions, KubeWatch};
-use crate::kernel::{KernelCapture, KernelConfig, KernelCounters, KernelError, SkippedHook};
+use crate::kernel::{KernelCapture, KernelConfig, KernelCounters, SkippedHook};
 use crate::kubectl_file::KubectlFile;
+use crate::live::error::CaptureError;
 use crate::live::sink::RecordingSink;
 use crate::netns_addr::NetnsAddresses;
 use crate::pod_cgroups::PodCgroups;
@@ -90,23 +91,6 @@ pub struct CaptureSummary {
     pub skipped: Vec<SkippedHook>,
     /// What the Kubernetes API watch survived (zero without one).
     pub k8s_api: KubeCounters,
-}
-
-/// Why a capture failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CaptureError {
-    /// Loading, attaching or reading the kernel programs failed.
-    #[error(transparent)]
-    Kernel(#[from] KernelError),
-    /// Writing the recording or reading the kubectl file failed.
-    #[error(transparent)]
-    Recording(#[from] ReplayError),
-    /// Watching the Kubernetes API failed in a way retrying cannot fix (RBAC, credentials).
-    #[error(transparent)]
-    K8sApi(#[from] K8sApiError),
-    /// The recording writer's thread could not start or died.
-    #[error("the recording writer: {0}")]
-    Writer(String),
 }
 
 /// Consumes the time-ordered stream of a live capture.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use smap_replay::{Event, LossCounters, RecordingMeta, RecordingWriter, ReplayError, TimeNs};
 
 use crate::live::background::Worker;
-use crate::live::record::CaptureError;
+use crate::live::error::CaptureError;
 
 /// Events handed over but not yet written, at most: some 200 MiB of events in memory,
 /// a minute of a busy node's connections.

@@ -127,6 +127,10 @@ pub struct SliceEndpoint {
     pub pod: Option<String>,
 }
 
+/// Annotation (or label) that states a service's type outright; read from the objects
+/// here, weighed in classification.
+pub const TYPE_ANNOTATION: &str = "smap.io/type";
+
 /// The label an EndpointSlice names its Service by.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 

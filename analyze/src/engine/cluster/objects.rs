@@ -66,10 +66,7 @@ pub(super) fn pod_info(key: Key, pod: &Pod) -> PodInfo {
             .into_iter()
             .flatten()
             .any(|c| c.type_ == "Ready" && c.status == "True"),
-        type_annotation: meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(crate::engine::classify::TYPE_ANNOTATION).cloned()),
+        type_annotation: meta.annotations.as_ref().and_then(|a| a.get(super::TYPE_ANNOTATION).cloned()),
     }
 }
 
@@ -153,10 +150,7 @@ pub(super) fn service_info(key: Key, service: &Service) -> ServiceInfo {
         labels: meta.labels.clone().unwrap_or_default(),
         service_type: spec.and_then(|s| s.type_.clone()).unwrap_or_else(|| "ClusterIP".to_owned()),
         external_name: spec.and_then(|s| s.external_name.clone()),
-        type_annotation: meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(crate::engine::classify::TYPE_ANNOTATION).cloned()),
+        type_annotation: meta.annotations.as_ref().and_then(|a| a.get(super::TYPE_ANNOTATION).cloned()),
     }
 }
 

@@ -88,7 +88,7 @@ impl Emitter {
                 entity.id().split_once('/').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or_default();
             (placeholder(namespace, name), Vec::new())
         });
-        let kept = self.config.keeps(entity);
+        let kept = entity.kept_by(&self.config);
         let exists = match entity {
             EntityRef::Service(key) => engine.cluster().service_exists(key),
             EntityRef::Workload(_)
