@@ -48,59 +48,141 @@ fn wrong_type(path: &Path, name: &str) -> ReplayError {
     ReplayError::Schema { path: path.to_owned(), column: name.to_owned(), reason: "unexpected type".to_owned() }
 }
 
-/// Decodes whole [`ConnEvent`]s, keeping parsed dictionaries across batches.
-#[derive(Default)]
-pub(crate) struct ConnDecoder {
-    node: ParsedDict<Arc<str>>,
+/// The columns a connection event and its facts share, parsed once per dictionary; `C`
+/// is how the process name is held.
+struct ConnColumns<C> {
     kind: ParsedDict<ConnKind>,
     side: ParsedDict<Side>,
     src_ip: ParsedDict<IpAddr>,
     dst_ip: ParsedDict<IpAddr>,
-    comm: ParsedDict<Arc<str>>,
+    comm: ParsedDict<C>,
+}
+
+impl<C> Default for ConnColumns<C> {
+    fn default() -> Self {
+        ConnColumns {
+            kind: ParsedDict::default(),
+            side: ParsedDict::default(),
+            src_ip: ParsedDict::default(),
+            dst_ip: ParsedDict::default(),
+            comm: ParsedDict::default(),
+        }
+    }
+}
+
+/// One batch's shared columns, every dictionary key checked, so indexing cannot fail.
+struct ConnRows<'a, C> {
+    columns: &'a ConnColumns<C>,
+    time: &'a [i64],
+    kind: &'a [i8],
+    side: &'a [i8],
+    src_ip: &'a [i32],
+    dst_ip: &'a [i32],
+    comm: &'a [i32],
+    src_port: &'a [u16],
+    dst_port: &'a [u16],
+    bytes_sent: &'a [u64],
+    bytes_received: &'a [u64],
+    retransmits: &'a [u32],
+    error: &'a [u16],
+    cgroup_id: &'a [u64],
+}
+
+impl<C> ConnColumns<C> {
+    fn rows<'a>(
+        &'a mut self,
+        path: &Path,
+        batch: &'a RecordBatch,
+        parse_comm: impl Fn(&str) -> Option<C>,
+    ) -> Result<ConnRows<'a, C>> {
+        let kind = self.kind.keys::<Int8Type>(path, batch, "kind", ConnKind::parse)?;
+        let side = self.side.keys::<Int8Type>(path, batch, "side", Side::parse)?;
+        let src_ip = self.src_ip.keys::<Int32Type>(path, batch, "src_ip", |s| s.parse().ok())?;
+        let dst_ip = self.dst_ip.keys::<Int32Type>(path, batch, "dst_ip", |s| s.parse().ok())?;
+        let comm = self.comm.keys::<Int32Type>(path, batch, "comm", parse_comm)?;
+        Ok(ConnRows {
+            columns: self,
+            time: primitive::<TimestampNanosecondType>(path, batch, "time")?.values(),
+            kind,
+            side,
+            src_ip,
+            dst_ip,
+            comm,
+            src_port: primitive::<UInt16Type>(path, batch, "src_port")?.values(),
+            dst_port: primitive::<UInt16Type>(path, batch, "dst_port")?.values(),
+            bytes_sent: primitive::<UInt64Type>(path, batch, "bytes_sent")?.values(),
+            bytes_received: primitive::<UInt64Type>(path, batch, "bytes_received")?.values(),
+            retransmits: primitive::<UInt32Type>(path, batch, "retransmits")?.values(),
+            error: primitive::<UInt16Type>(path, batch, "error")?.values(),
+            cgroup_id: primitive::<UInt64Type>(path, batch, "cgroup_id")?.values(),
+        })
+    }
+}
+
+impl<C: Clone> ConnRows<'_, C> {
+    /// Row `row`'s facts and its process name as `C`; the facts' own `comm` is left
+    /// empty, for a caller that wants the name as a [`ProcessName`] to fill in.
+    fn facts(&self, row: usize) -> (ConnFacts, &C) {
+        let c = self.columns;
+        let comm = &c.comm.values[self.comm[row] as usize];
+        let facts = ConnFacts {
+            time_ns: self.time[row],
+            kind: c.kind.values[self.kind[row] as usize],
+            side: c.side.values[self.side[row] as usize],
+            src_ip: c.src_ip.values[self.src_ip[row] as usize],
+            src_port: self.src_port[row],
+            dst_ip: c.dst_ip.values[self.dst_ip[row] as usize],
+            dst_port: self.dst_port[row],
+            bytes_sent: self.bytes_sent[row],
+            bytes_received: self.bytes_received[row],
+            retransmits: self.retransmits[row],
+            error: self.error[row],
+            comm: ProcessName::default(),
+            cgroup_id: self.cgroup_id[row],
+        };
+        (facts, comm)
+    }
+}
+
+/// Decodes whole [`ConnEvent`]s: the shared columns and the ones only they carry.
+#[derive(Default)]
+pub(crate) struct ConnDecoder {
+    shared: ConnColumns<Arc<str>>,
+    node: ParsedDict<Arc<str>>,
 }
 
 impl Decoder for ConnDecoder {
     type Event = ConnEvent;
 
     fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ConnEvent>> {
-        let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
         let node = self.node.keys::<Int32Type>(path, batch, "node", |s| Some(Arc::from(s)))?;
-        let kind = self.kind.keys::<Int8Type>(path, batch, "kind", ConnKind::parse)?;
-        let side = self.side.keys::<Int8Type>(path, batch, "side", Side::parse)?;
-        let src_ip = self.src_ip.keys::<Int32Type>(path, batch, "src_ip", |s| s.parse().ok())?;
-        let dst_ip = self.dst_ip.keys::<Int32Type>(path, batch, "dst_ip", |s| s.parse().ok())?;
-        let comm = self.comm.keys::<Int32Type>(path, batch, "comm", |s| Some(Arc::from(s)))?;
-        let src_port = primitive::<UInt16Type>(path, batch, "src_port")?.values();
-        let dst_port = primitive::<UInt16Type>(path, batch, "dst_port")?.values();
         let pid = primitive::<UInt32Type>(path, batch, "pid")?.values();
-        let cgroup_id = primitive::<UInt64Type>(path, batch, "cgroup_id")?.values();
         let netns = primitive::<UInt32Type>(path, batch, "netns")?.values();
         let socket_id = primitive::<UInt64Type>(path, batch, "socket_id")?.values();
-        let bytes_sent = primitive::<UInt64Type>(path, batch, "bytes_sent")?.values();
-        let bytes_received = primitive::<UInt64Type>(path, batch, "bytes_received")?.values();
-        let retransmits = primitive::<UInt32Type>(path, batch, "retransmits")?.values();
-        let error = primitive::<UInt16Type>(path, batch, "error")?.values();
-        // Every key was checked against its dictionary: indexing cannot fail.
-        let rows = batch.num_rows();
-        let mut out = Vec::with_capacity(rows);
-        out.extend((0..rows).map(|row| ConnEvent {
-            time_ns: time[row],
-            node: Arc::clone(&self.node.values[node[row] as usize]),
-            kind: self.kind.values[kind[row] as usize],
-            side: self.side.values[side[row] as usize],
-            src_ip: self.src_ip.values[src_ip[row] as usize],
-            src_port: src_port[row],
-            dst_ip: self.dst_ip.values[dst_ip[row] as usize],
-            dst_port: dst_port[row],
-            pid: pid[row],
-            comm: Arc::clone(&self.comm.values[comm[row] as usize]),
-            cgroup_id: cgroup_id[row],
-            netns: netns[row],
-            socket_id: socket_id[row],
-            bytes_sent: bytes_sent[row],
-            bytes_received: bytes_received[row],
-            retransmits: retransmits[row],
-            error: error[row],
+        let nodes = &self.node.values;
+        let rows = self.shared.rows(path, batch, |s| Some(Arc::from(s)))?;
+        let mut out = Vec::with_capacity(batch.num_rows());
+        out.extend((0..batch.num_rows()).map(|row| {
+            let (f, comm) = rows.facts(row);
+            ConnEvent {
+                time_ns: f.time_ns,
+                node: Arc::clone(&nodes[node[row] as usize]),
+                kind: f.kind,
+                side: f.side,
+                src_ip: f.src_ip,
+                src_port: f.src_port,
+                dst_ip: f.dst_ip,
+                dst_port: f.dst_port,
+                pid: pid[row],
+                comm: Arc::clone(comm),
+                cgroup_id: f.cgroup_id,
+                netns: netns[row],
+                socket_id: socket_id[row],
+                bytes_sent: f.bytes_sent,
+                bytes_received: f.bytes_received,
+                retransmits: f.retransmits,
+                error: f.error,
+            }
         }));
         Ok(out)
     }
@@ -171,52 +253,21 @@ impl<V> ParsedDict<V> {
     }
 }
 
-/// Decodes [`ConnFacts`], keeping parsed dictionaries across batches.
+/// Decodes [`ConnFacts`]: the shared columns only.
 #[derive(Default)]
 pub(crate) struct FactsDecoder {
-    kind: ParsedDict<ConnKind>,
-    side: ParsedDict<Side>,
-    src_ip: ParsedDict<IpAddr>,
-    dst_ip: ParsedDict<IpAddr>,
-    comm: ParsedDict<ProcessName>,
+    shared: ConnColumns<ProcessName>,
 }
 
 impl Decoder for FactsDecoder {
     type Event = ConnFacts;
 
     fn decode(&mut self, path: &Path, batch: &RecordBatch) -> Result<Vec<ConnFacts>> {
-        let time = primitive::<TimestampNanosecondType>(path, batch, "time")?.values();
-        let kind = self.kind.keys::<Int8Type>(path, batch, "kind", ConnKind::parse)?;
-        let side = self.side.keys::<Int8Type>(path, batch, "side", Side::parse)?;
-        let src_ip = self.src_ip.keys::<Int32Type>(path, batch, "src_ip", |s| s.parse().ok())?;
-        let dst_ip = self.dst_ip.keys::<Int32Type>(path, batch, "dst_ip", |s| s.parse().ok())?;
-        let src_port = primitive::<UInt16Type>(path, batch, "src_port")?.values();
-        let dst_port = primitive::<UInt16Type>(path, batch, "dst_port")?.values();
-        let bytes_sent = primitive::<UInt64Type>(path, batch, "bytes_sent")?.values();
-        let bytes_received = primitive::<UInt64Type>(path, batch, "bytes_received")?.values();
-        let retransmits = primitive::<UInt32Type>(path, batch, "retransmits")?.values();
-        let error = primitive::<UInt16Type>(path, batch, "error")?.values();
-        let comm = self.comm.keys::<Int32Type>(path, batch, "comm", |s| Some(ProcessName::new(s)))?;
-        let cgroup_id = primitive::<UInt64Type>(path, batch, "cgroup_id")?.values();
-        // Every key was checked against its dictionary: indexing cannot fail.
-        let (kinds, sides, comms) = (&self.kind.values, &self.side.values, &self.comm.values);
-        let (src_ips, dst_ips) = (&self.src_ip.values, &self.dst_ip.values);
-        let rows = batch.num_rows();
-        let mut out = Vec::with_capacity(rows);
-        out.extend((0..rows).map(|row| ConnFacts {
-            time_ns: time[row],
-            kind: kinds[kind[row] as usize],
-            side: sides[side[row] as usize],
-            src_ip: src_ips[src_ip[row] as usize],
-            src_port: src_port[row],
-            dst_ip: dst_ips[dst_ip[row] as usize],
-            dst_port: dst_port[row],
-            bytes_sent: bytes_sent[row],
-            bytes_received: bytes_received[row],
-            retransmits: retransmits[row],
-            error: error[row],
-            comm: comms[comm[row] as usize],
-            cgroup_id: cgroup_id[row],
+        let rows = self.shared.rows(path, batch, |s| Some(ProcessName::new(s)))?;
+        let mut out = Vec::with_capacity(batch.num_rows());
+        out.extend((0..batch.num_rows()).map(|row| {
+            let (facts, &comm) = rows.facts(row);
+            ConnFacts { comm, ..facts }
         }));
         Ok(out)
     }
