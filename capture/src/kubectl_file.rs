@@ -1,22 +1,24 @@
 //! Kubernetes state from a kubectl JSON file that may change during a capture: the
 //! first read is a snapshot, every later change of the file becomes added / modified /
-//! deleted events stamped with the time it was noticed.
+//! deleted events stamped with the time it was noticed, by [`crate::object_diff`]'s
+//! rule, the same as a live watch's.
 //!
 //! The offline stand-in for a live watch: `kubectl get pods,services,endpointslices -A
 //! -o json > k8s.json` again mid-capture, and smap records what changed.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use smap_replay::kubectl::parse_kubectl_json;
-use smap_replay::{ObjectAction, ObjectEvent, ObjectKind, ReplayError, TimeNs};
+use smap_replay::{ObjectEvent, ReplayError, TimeNs};
+
+use crate::object_diff::KnownObjects;
 
 /// A kubectl JSON file followed for changes.
 pub struct KubectlFile {
     path: PathBuf,
     modified: Option<SystemTime>,
-    known: BTreeMap<(ObjectKind, String, String), ObjectEvent>,
+    known: KnownObjects,
     /// Items of kinds smap does not use, in the last read.
     pub skipped: u64,
 }
@@ -24,7 +26,8 @@ pub struct KubectlFile {
 impl KubectlFile {
     /// Reads the file once; every object becomes a snapshot event at `now`.
     pub fn open(path: &Path, now: TimeNs) -> Result<(Self, Vec<ObjectEvent>), ReplayError> {
-        let mut file = KubectlFile { path: path.to_owned(), modified: None, known: BTreeMap::new(), skipped: 0 };
+        let mut file =
+            KubectlFile { path: path.to_owned(), modified: None, known: KnownObjects::default(), skipped: 0 };
         let events = file.read(now, true)?;
         Ok((file, events))
     }
@@ -53,39 +56,15 @@ impl KubectlFile {
             .map_err(|reason| ReplayError::KubectlJson { path: self.path.clone(), reason })?;
         self.modified = modified;
         self.skipped = objects.skipped;
-        let mut current: BTreeMap<(ObjectKind, String, String), ObjectEvent> = BTreeMap::new();
-        for event in objects.events {
-            current.insert((event.kind, event.namespace.clone(), event.name.clone()), event);
-        }
-        let mut changes = Vec::new();
-        for (key, event) in &current {
-            let action = match self.known.get(key) {
-                _ if first => Some(ObjectAction::Snapshot),
-                None => Some(ObjectAction::Added),
-                Some(old) if old.object != event.object => Some(ObjectAction::Modified),
-                Some(_) => None,
-            };
-            if let Some(action) = action {
-                changes.push(ObjectEvent { action, ..event.clone() });
-            }
-        }
-        // Deletions first, so an IP freed and reused within one change is released
-        // before its new holder appears.
-        let mut deleted: Vec<ObjectEvent> = self
-            .known
-            .iter()
-            .filter(|(key, _)| !current.contains_key(*key))
-            .map(|(_, old)| ObjectEvent { action: ObjectAction::Deleted, time_ns: now, ..old.clone() })
-            .collect();
-        deleted.append(&mut changes);
-        self.known = current;
-        Ok(deleted)
+        Ok(self.known.listed(objects.events, now, first))
     }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use smap_replay::ObjectAction;
+
     use super::*;
 
     fn list(pods: &[(&str, &str)]) -> String {
@@ -124,5 +103,27 @@ mod tests {
         std::fs::write(&path, list(&[("d", "10.244.0.4")])).unwrap();
         assert_eq!(file.poll(4).len(), 3, "b and c deleted, d added");
         assert_eq!(file.known.len(), 1);
+    }
+
+    #[test]
+    fn a_pod_recreated_under_its_name_is_deleted_then_added_as_a_watch_says() {
+        let pod = |uid: &str, ip: &str| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"List","items":[{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"a","namespace":"ns","uid":"{uid}","resourceVersion":"1"}},"status":{{"podIP":"{ip}"}}}}]}}"#
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k8s.json");
+        std::fs::write(&path, pod("u1", "10.244.0.1")).unwrap();
+        let (mut file, _) = KubectlFile::open(&path, 1).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, pod("u2", "10.244.0.1")).unwrap();
+        let changes: Vec<_> = file.poll(2).into_iter().map(|e| (e.action, e.uid)).collect();
+        assert_eq!(changes, vec![(ObjectAction::Deleted, "u1".to_owned()), (ObjectAction::Added, "u2".to_owned())]);
+        // An edit that keeps the resourceVersion (a file edited by hand) is still a change.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, pod("u2", "10.244.0.7")).unwrap();
+        let changes: Vec<_> = file.poll(3).into_iter().map(|e| (e.action, e.uid)).collect();
+        assert_eq!(changes, vec![(ObjectAction::Modified, "u2".to_owned())]);
     }
 }

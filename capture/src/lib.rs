@@ -14,4 +14,5 @@ pub mod kernel;
 pub mod kubectl_file;
 pub mod live;
 pub mod netns_addr;
+mod object_diff;
 pub mod pod_cgroups;

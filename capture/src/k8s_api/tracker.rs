@@ -2,30 +2,20 @@
 //! rows, later changes as added / modified / deleted, and a relist (after a 410 Gone)
 //! as the difference to what was known, so deletions missed while disconnected are
 //! recorded and nothing is recorded twice.
-//!
-//! Only identities are kept (namespace, name, uid, resourceVersion): the objects
-//! themselves go to the recording and are not held in memory.
-
-use std::collections::HashMap;
+//! What counts as a change is [`crate::object_diff`]'s rule.
 
 use kube::core::DynamicObject;
-use serde_json::{json, Value};
-use smap_replay::kubectl::{api_version, object_event};
+use serde_json::Value;
+use smap_replay::kubectl::object_event;
 use smap_replay::{ObjectAction, ObjectEvent, ObjectKind, TimeNs};
 
-/// What is remembered of an object between events.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Known {
-    uid: String,
-    resource_version: String,
-}
+use crate::object_diff::KnownObjects;
 
 /// The state of one scope's watch.
 #[derive(Debug)]
 pub(crate) struct Tracker {
     kind: ObjectKind,
-    /// Objects present, by (namespace, name).
-    known: HashMap<(String, String), Known>,
+    known: KnownObjects,
     /// Rows of the list in progress (times are set when it completes).
     listing: Option<Vec<ObjectEvent>>,
     /// Whether a list has completed once: later lists are relists.
@@ -36,7 +26,7 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub(crate) fn new(kind: ObjectKind) -> Self {
-        Tracker { kind, known: HashMap::new(), listing: None, synced: false, unparsable: 0 }
+        Tracker { kind, known: KnownObjects::default(), listing: None, synced: false, unparsable: 0 }
     }
 
     /// Handles one watcher event received at `now`; returns the rows to record.
@@ -59,83 +49,20 @@ impl Tracker {
                 }
                 Vec::new()
             }
-            Event::InitDone => self.list_done(now),
-            Event::Apply(object) => {
-                let Some(mut row) = self.row(&object, ObjectAction::Added, now) else { return Vec::new() };
-                let key = (row.namespace.clone(), row.name.clone());
-                let known = Known { uid: row.uid.clone(), resource_version: row.resource_version.clone() };
-                if self.known.insert(key, known).is_some() {
-                    row.action = ObjectAction::Modified;
-                }
-                vec![row]
+            Event::InitDone => {
+                let listed = self.listing.take().unwrap_or_default();
+                let first = !std::mem::replace(&mut self.synced, true);
+                self.known.listed(listed, now, first)
             }
-            Event::Delete(object) => {
-                let Some(row) = self.row(&object, ObjectAction::Deleted, now) else { return Vec::new() };
-                self.known.remove(&(row.namespace.clone(), row.name.clone()));
-                vec![row]
-            }
+            Event::Apply(object) => self.watched(&object, ObjectAction::Added, now),
+            Event::Delete(object) => self.watched(&object, ObjectAction::Deleted, now),
         }
     }
 
-    /// The list completed: the first one is the snapshot; a relist is compared with
-    /// what was known, deletions first so an IP freed and reused while disconnected is
-    /// released before its new holder appears.
-    fn list_done(&mut self, now: TimeNs) -> Vec<ObjectEvent> {
-        let mut listed = self.listing.take().unwrap_or_default();
-        for row in &mut listed {
-            row.time_ns = now;
-        }
-        let current: HashMap<(String, String), Known> = listed
-            .iter()
-            .map(|r| {
-                (
-                    (r.namespace.clone(), r.name.clone()),
-                    Known { uid: r.uid.clone(), resource_version: r.resource_version.clone() },
-                )
-            })
-            .collect();
-        if !self.synced {
-            self.synced = true;
-            self.known = current;
-            return listed;
-        }
-        let mut out: Vec<ObjectEvent> = Vec::new();
-        let mut gone: Vec<(&(String, String), &Known)> =
-            self.known.iter().filter(|(key, old)| current.get(*key).is_none_or(|new| new.uid != old.uid)).collect();
-        gone.sort_by(|a, b| a.0.cmp(b.0));
-        out.extend(gone.into_iter().map(|((namespace, name), old)| self.tombstone(namespace, name, old, now)));
-        for mut row in listed {
-            let key = (row.namespace.clone(), row.name.clone());
-            match self.known.get(&key) {
-                Some(old) if old.uid == row.uid && old.resource_version == row.resource_version => continue,
-                Some(old) if old.uid == row.uid => row.action = ObjectAction::Modified,
-                _ => row.action = ObjectAction::Added,
-            }
-            out.push(row);
-        }
-        self.known = current;
-        out
-    }
-
-    /// A deleted row for an object that vanished while the watch was down: smap does
-    /// not keep objects in memory, so it carries the identity only, which is all the
-    /// engine needs to drop it.
-    fn tombstone(&self, namespace: &str, name: &str, known: &Known, now: TimeNs) -> ObjectEvent {
-        let mut metadata = json!({"name": name, "uid": known.uid, "resourceVersion": known.resource_version});
-        if !namespace.is_empty() {
-            metadata["namespace"] = Value::String(namespace.to_owned());
-        }
-        let object = json!({"apiVersion": api_version(self.kind), "kind": self.kind.as_str(), "metadata": metadata});
-        ObjectEvent {
-            time_ns: now,
-            kind: self.kind,
-            action: ObjectAction::Deleted,
-            uid: known.uid.clone(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            resource_version: known.resource_version.clone(),
-            object: object.to_string(),
-        }
+    fn watched(&mut self, object: &DynamicObject, action: ObjectAction, now: TimeNs) -> Vec<ObjectEvent> {
+        let Some(mut row) = self.row(object, action, now) else { return Vec::new() };
+        self.known.watched(&mut row);
+        vec![row]
     }
 
     /// The recording row of an object. `metadata.managedFields` is left out, as
@@ -166,6 +93,7 @@ impl Tracker {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use kube::runtime::watcher::Event;
+    use serde_json::json;
 
     use super::*;
 
