@@ -1,7 +1,7 @@
 //! Kubernetes state from a kubectl JSON file that may change during a capture: the
 //! first read is a snapshot, every later change of the file becomes added / modified /
-//! deleted events stamped with the time it was noticed, by [`crate::object_diff`]'s
-//! rule, the same as a live watch's.
+//! deleted events stamped with the time it was noticed, by the rule of
+//! `object_diff`, the same as a live watch's.
 //!
 //! The offline stand-in for a live watch: `kubectl get pods,services,endpointslices -A
 //! -o json > k8s.json` again mid-capture, and smap records what changed.

@@ -441,7 +441,16 @@ pub(crate) fn assert_replay_is_the_live_stream(rec: &Path, config: &Path, events
     let replayed = smap(&["build", rec.to_str().unwrap(), "--config", config.to_str().unwrap(), "--events", "-"]);
     assert!(replayed.status.success(), "{}", stderr(&replayed));
     let live = std::fs::read_to_string(events).unwrap();
-    assert_eq!(String::from_utf8(replayed.stdout).unwrap(), live, "the replay reproduces the live event stream");
+    let replay = String::from_utf8(replayed.stdout).unwrap();
+    // On a mismatch, what the replay read: tells a recording that differs from the live
+    // stream from a replay that reads it differently.
+    let recorded = if replay == live {
+        String::new()
+    } else {
+        let merged = smap_replay::MergedEvents::new(&[Recording::open(rec).unwrap()], Vec::new()).unwrap();
+        merged.take(200).map(|event| format!("{:?}\n", event.unwrap())).collect()
+    };
+    assert_eq!(replay, live, "the replay reproduces the live event stream; the recording's events:\n{recorded}");
 }
 
 #[test]
