@@ -5,7 +5,7 @@
 #   libbpf-tools `tcplife` (Debian package libbpf-tools) on the same load;
 # - events dropped at full speed (the highest rate with 0 drops is the full speed when
 #   drops stay 0);
-# - peak RSS of `smap capture` idle, and its CPU and peak RSS at 1k and 10k connections/s;
+# - peak and current RSS of `smap capture` idle, and its CPU and RSS at 1k and 10k connections/s;
 # - bytes on disk per connection event.
 # Needs root. Usage: benches/capture.sh [CONNECTIONS [ROUNDS]] (default 40000 5).
 # SMAP_COMPARE=PATH also runs another smap binary (an older build, say) in each round.
@@ -72,14 +72,16 @@ echo "  bytes on disk per connection event: $(python3 -c "print(f'{$bytes/$event
 hz=$(getconf CLK_TCK)
 start_capture
 sleep 5
-echo "idle for 5 s: smap capture peak RSS $(( $(awk '/VmHWM/ {print $2}' "/proc/$cap/status") / 1024 )) MiB"
+# Peak (VmHWM) and current (VmRSS) apart: the peak is reached while the programs load.
+mib() { echo $(( $(awk -v k="$1:" '$1 == k {print $2}' "/proc/$cap/status") / 1024 )); }
+echo "idle for 5 s: smap capture peak RSS $(mib VmHWM) MiB, RSS now $(mib VmRSS) MiB"
 stop_capture
 for r in 1000 10000; do
     start_capture
     before=$(cpu_ticks "$cap")
     "$load" $(( r * 10 )) 2 "$r" > /dev/null
     after=$(cpu_ticks "$cap")
-    rss=$(awk '/VmHWM/ {print $2}' "/proc/$cap/status")
+    peak=$(mib VmHWM) now=$(mib VmRSS)
     stop_capture
-    echo "at $r conn/s for 10 s: smap capture CPU $(python3 -c "print(f'{100*($after-$before)/$hz/10:.1f}')")% of one core, peak RSS $(( rss / 1024 )) MiB; $(cat "$out/summary.txt")"
+    echo "at $r conn/s for 10 s: smap capture CPU $(python3 -c "print(f'{100*($after-$before)/$hz/10:.1f}')")% of one core, peak RSS $peak MiB, RSS at the end $now MiB; $(cat "$out/summary.txt")"
 done
