@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use slab::Slab;
 
-use smap_replay::{Event, TimeNs};
+use smap_replay::{Event, ObjectEvent, TimeNs};
 
 use crate::config::Config;
 use crate::engine::cluster::Key;
@@ -325,10 +325,18 @@ impl Emitter {
         }
     }
 
+    /// Call before the engine applies a Kubernetes object event (after [`Emitter::before`]):
+    /// notes whose view it may change while the engine still holds the object as it
+    /// was, since a deletion may carry the object's identity only.
+    pub fn before_object(&mut self, engine: &Engine, object: &ObjectEvent) {
+        self.on_object(engine, object);
+    }
+
     /// Call after the engine applied `event`, with what it changed.
     pub fn after(&mut self, engine: &Engine, event: &Event, applied: Applied, out: &mut Vec<ChangeEvent>) {
         match event {
-            Event::Object(object) => self.on_object(object),
+            // Noted before the engine applied it.
+            Event::Object(_) => {}
             // A name matters once a connection uses it, which the engine resolves.
             Event::Dns(_) => {}
             // Likewise which pod a cgroup is.

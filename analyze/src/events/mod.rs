@@ -49,6 +49,9 @@ impl ChangeTracker {
     /// equal times (the order of a replay and of the live pipeline).
     pub fn apply(&mut self, event: &Event, out: &mut Vec<ChangeEvent>) -> Applied {
         self.emitter.before(&self.engine, event.time_ns(), out);
+        if let Event::Object(object) = event {
+            self.emitter.before_object(&self.engine, object);
+        }
         let applied = self.engine.apply(event);
         if let Some(forgotten) = self.engine.take_forgotten() {
             // Before anything reads the engine's ids: the event may reuse one already.

@@ -281,6 +281,34 @@ fn health_down_and_recovery_are_immediate_and_degraded_waits_for_the_window() {
 }
 
 #[test]
+fn a_slice_deleted_by_identity_alone_still_changes_its_services_endpoints() {
+    // A relist after 410 Gone, or an object gone from a kubectl file, records the
+    // deletion with the object's identity only: no label says whose slice it was.
+    let mut run = settled(config());
+    let mut out = run.feed([slice("api", &[("10.244.2.20", "api-1", false)], T0 + 4 * S, ObjectAction::Modified)]);
+    let tombstone = object(
+        ObjectKind::EndpointSlice,
+        ObjectAction::Deleted,
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "api-abc", "namespace": "shop"}}),
+        T0 + 10 * S,
+    );
+    out.extend(run.feed([tombstone]));
+    out.extend(run.advance(T0 + 20 * S));
+    // Without slices the Service is resolved by its selector, whose pod is ready.
+    let changes: Vec<_> = brief(&out).into_iter().filter(|e| e.1 != "service_map").collect();
+    assert_eq!(
+        changes,
+        vec![
+            b(4_000, "health_changed", "shop/api healthy->down"),
+            b(5_000, "endpoints_changed", "shop/api 1/1->0/1"),
+            b(10_000, "health_changed", "shop/api down->healthy"),
+            b(11_000, "endpoints_changed", "shop/api 0/1->1/1"),
+        ]
+    );
+}
+
+#[test]
 fn a_flapping_service_is_reported_at_the_rate_limit_with_its_latest_state() {
     let mut run = settled(config());
     let api = |t, ready| slice("api", &[("10.244.2.20", "api-1", ready)], t, ObjectAction::Modified);

@@ -127,8 +127,8 @@ pub struct SliceEndpoint {
     pub pod: Option<String>,
 }
 
-/// Annotation (or label) that states a service's type outright; read from the objects
-/// here, weighed in classification.
+/// Annotation (or label) that states a service's type outright (read here, weighed in
+/// classification).
 pub const TYPE_ANNOTATION: &str = "smap.io/type";
 
 /// The label an EndpointSlice names its Service by.
@@ -321,6 +321,11 @@ impl ClusterState {
     /// The Ingress rules that route to this port of this Service, sorted.
     pub fn ingress_routes(&self, service: &ServiceInfo, port: u16) -> Vec<IngressRoute> {
         self.ingresses.to(service, port)
+    }
+
+    /// The Service an EndpointSlice (by key) belongs to, while the slice exists.
+    pub fn slice_service(&self, key: &str) -> Option<&Key> {
+        self.slices.get(key).and_then(|slice| slice.service.as_ref())
     }
 
     /// Whether the Service exists now.

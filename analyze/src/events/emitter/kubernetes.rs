@@ -14,17 +14,20 @@ use crate::topology::{Health, NodeKind};
 use super::{Details, Emitter, Timer, ViewIdx};
 
 impl Emitter {
-    pub(super) fn on_object(&mut self, object: &ObjectEvent) {
+    pub(super) fn on_object(&mut self, engine: &Engine, object: &ObjectEvent) {
         *self.counters.object_events.entry((object.kind.as_str(), object.action.as_str())).or_default() += 1;
         let included = self.config.namespace_included(&object.namespace);
         match object.kind {
             ObjectKind::Service if included => {
                 self.dirty_services.insert(Key::from(format!("{}/{}", object.namespace, object.name)));
             }
+            // The Service it belongs to now and the one it belonged to, which the
+            // engine still holds: a deletion may not say.
             ObjectKind::EndpointSlice if included => {
-                if let Some(service) = slice_service(&object.object) {
-                    self.dirty_services.insert(Key::from(format!("{}/{service}", object.namespace)));
-                }
+                let was = engine.cluster().slice_service(&format!("{}/{}", object.namespace, object.name)).cloned();
+                let now =
+                    slice_service(&object.object).map(|service| Key::from(format!("{}/{service}", object.namespace)));
+                self.dirty_services.extend(was.into_iter().chain(now));
             }
             ObjectKind::Pod => {
                 self.dirty_pods.insert(Key::from(format!("{}/{}", object.namespace, object.name)));
@@ -148,7 +151,7 @@ impl Emitter {
 }
 
 /// The Service an EndpointSlice belongs to ([`SERVICE_NAME_LABEL`]), from the object as
-/// recorded: a deleted slice is no longer in the engine's cluster state.
+/// recorded.
 fn slice_service(object: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Slice {
