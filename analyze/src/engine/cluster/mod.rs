@@ -16,7 +16,7 @@ mod ingress;
 mod objects;
 
 use self::ingress::IngressRoutes;
-use self::objects::{pod_info, service_info, slice_info};
+use self::objects::{pod_addresses, pod_info, service_info, slice_addresses, slice_info};
 use crate::topology::IngressRoute;
 
 /// `namespace/name` of a namespaced object.
@@ -579,16 +579,6 @@ impl ClusterState {
             }
         }
     }
-}
-
-/// The addresses a pod's resolution touches (its own and its node's), or None for a
-/// hostNetwork pod, which changes what its node's address resolves to on its ports.
-fn pod_addresses(pod: &PodInfo) -> Option<Vec<IpAddr>> {
-    (!pod.host_network).then(|| pod.ips.iter().copied().chain(pod.host_ip).collect())
-}
-
-fn slice_addresses(slice: &SliceInfo) -> Vec<IpAddr> {
-    slice.endpoints.iter().flat_map(|e| e.ips.iter().copied()).collect()
 }
 
 fn count(n: usize) -> u32 {

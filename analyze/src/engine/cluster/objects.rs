@@ -170,3 +170,13 @@ pub(super) fn slice_info(slice: &EndpointSlice) -> SliceInfo {
             .collect(),
     }
 }
+
+/// The addresses a pod's resolution touches (its own and its node's), or None for a
+/// hostNetwork pod, which changes what its node's address resolves to on its ports.
+pub(super) fn pod_addresses(pod: &PodInfo) -> Option<Vec<IpAddr>> {
+    (!pod.host_network).then(|| pod.ips.iter().copied().chain(pod.host_ip).collect())
+}
+
+pub(super) fn slice_addresses(slice: &SliceInfo) -> Vec<IpAddr> {
+    slice.endpoints.iter().flat_map(|e| e.ips.iter().copied()).collect()
+}
