@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use smap_analyze::events::idle_lag_ns;
 use smap_replay::{
     ConnEvent, ConnKind, DnsAnswer, Event, LossCounters, ObjectEvent, RecordingMeta, RecordingWriter, TimeNs,
     WriterOptions,
@@ -190,6 +191,12 @@ impl Reorder {
         }
     }
 
+    /// Nothing older than `t` may follow any more: later events older than it are
+    /// stamped with it, as those arriving after newer ones were released are.
+    fn close_before(&mut self, t: TimeNs) {
+        self.released_upto = self.released_upto.max(t);
+    }
+
     /// Releases events older than the window (all of them with `flush`), ordered as
     /// a replay merges them: by time, then by [`Event::rank`].
     fn release(&mut self, flush: bool) -> &[Event] {
@@ -300,6 +307,7 @@ pub async fn capture(
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut batch = Vec::new();
     let mut answers = Vec::new();
+    let mut tick: Option<TimeNs> = None;
     let running: Result<(), CaptureError> = async {
         loop {
             tokio::select! {
@@ -315,12 +323,7 @@ pub async fn capture(
                     if let Some(file) = kubectl.as_mut() {
                         reorder.push_objects(file.poll(now));
                     }
-                    if let Some(writer) = writer.as_mut() {
-                        writer.note_tick(now);
-                    }
-                    let counters = kernel.counters()?;
-                    consumer.losses(&with_sink_drops(losses(&counters, api.as_ref()), writer.as_ref()));
-                    consumer.tick(now, &counters);
+                    tick = Some(now);
                 }
                 read = kernel.next_batch(&mut batch) => {
                     read?;
@@ -341,6 +344,19 @@ pub async fn capture(
                 writer.write(released);
             }
             consumer.events(released);
+            // After the release, which has handed over everything older than the
+            // settled lag: the consumer's tick moves its event time to `now` less
+            // IDLE_LAG, so whatever arrives older than that is stamped with it, in
+            // the recording too, and a replay folds it where the live engine did.
+            if let Some(now) = tick.take() {
+                reorder.close_before(now.saturating_sub(idle_lag_ns()));
+                if let Some(writer) = writer.as_mut() {
+                    writer.note_tick(now);
+                }
+                let counters = kernel.counters()?;
+                consumer.losses(&with_sink_drops(losses(&counters, api.as_ref()), writer.as_ref()));
+                consumer.tick(now, &counters);
+            }
         }
     }
     .await;
@@ -389,4 +405,47 @@ pub async fn capture(
         skipped: kernel.skipped().to_vec(),
         k8s_api: api.as_ref().map(KubeWatch::counters).unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use smap_replay::Side;
+
+    use super::*;
+
+    fn connect(time_ns: TimeNs) -> ConnEvent {
+        ConnEvent {
+            time_ns,
+            node: Arc::from("n1"),
+            kind: ConnKind::TcpConnect,
+            side: Side::Client,
+            src_ip: "10.244.0.1".parse().unwrap(),
+            src_port: 40000,
+            dst_ip: "10.244.0.2".parse().unwrap(),
+            dst_port: 80,
+            pid: 1,
+            comm: Arc::from("curl"),
+            cgroup_id: 0,
+            netns: 1,
+            socket_id: 1,
+            bytes_sent: 0,
+            bytes_received: 0,
+            retransmits: 0,
+            error: 0,
+        }
+    }
+
+    #[test]
+    fn an_event_older_than_a_tick_that_passed_it_is_stamped_with_the_tick() {
+        let mut reorder = Reorder::new(0, PodCgroups::new(None, Arc::from("n1")));
+        reorder.push_conns(&mut vec![connect(1_000)]);
+        assert_eq!(reorder.release(false).len(), 1);
+        // The watch's tick moved its event time to 8 s; a connection of 5 s arrives after.
+        reorder.close_before(8_000);
+        reorder.push_conns(&mut vec![connect(5_000), connect(9_000)]);
+        let times: Vec<TimeNs> = reorder.release(true).iter().map(Event::time_ns).collect();
+        assert_eq!(times, [8_000, 9_000]);
+        assert_eq!(reorder.late, 1);
+    }
 }
