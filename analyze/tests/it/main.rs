@@ -20,6 +20,7 @@ mod open_connections;
 mod port_reuse;
 mod resolution;
 mod retention;
+mod service_changes;
 mod threads;
 mod truth;
 mod udp_flows;
